@@ -1,0 +1,224 @@
+//! The REST API: upstream's endpoints with upstream's JSON shapes and headers, then our own
+//! (`/metrics`). Full lists are streamed from the database in chunks, never built in memory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde_json::json;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::event::APP_VERSION;
+use crate::metrics::Counters;
+use crate::pipeline::OutputStats;
+use crate::store::{ListKind, ReadPool};
+
+/// Chunks of a streamed list in flight between the database thread and the socket: bounds the
+/// memory a slow client can pin to a few chunks.
+const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<ReadPool>,
+    pub counters: Arc<Counters>,
+    pub outputs: Arc<Vec<Arc<OutputStats>>>,
+    pub node_id: Uuid,
+    pub started: Instant,
+}
+
+/// The API's errors, each with upstream's body; internals are logged, never sent.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest,
+    NotFound,
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest => json_response(StatusCode::BAD_REQUEST, &json!({"error": "The request data was invalid"})),
+            ApiError::NotFound => json_response(StatusCode::NOT_FOUND, &json!({"error": "The requested resource could not be found."})),
+            ApiError::Internal(e) => {
+                tracing::warn!(error = %e, "API request failed.");
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "Internal server error"}))
+            }
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health-check", only_get(get(health_check)))
+        .route("/metrics", only_get(get(metrics)))
+        .route("/ip-addresses", only_get(get(ip_addresses)))
+        .route("/ip-addresses/{ip}", only_get(get(ip_address)))
+        .route("/ip-address/{ip}", only_get(get(ip_address)))
+        .route("/numbers", only_get(get(numbers)))
+        .route("/numbers/{number}", only_get(get(number)))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::map_response(common_headers))
+        .with_state(state)
+}
+
+/// Every other method gets 405 with an `Allow` header (upstream just drops the connection).
+fn only_get(route: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
+    route.fallback(|| async {
+        let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "Method not allowed"}));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    })
+}
+
+async fn common_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert("x-powered-by", HeaderValue::from_static("SentryPeer"));
+    h.insert("x-sentrypeer-version", HeaderValue::from_static(APP_VERSION));
+    h.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+    r
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn health_check(State(s): State<ApiState>) -> Response {
+    let counters: serde_json::Map<String, serde_json::Value> = s.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    let outputs: serde_json::Map<String, serde_json::Value> = s
+        .outputs
+        .iter()
+        .map(|o| {
+            let v = json!({
+                "queue_depth": o.depth(),
+                "queue_capacity": o.capacity,
+                "dropped": o.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "written": o.written.load(std::sync::atomic::Ordering::Relaxed),
+                "failed": o.failed.load(std::sync::atomic::Ordering::Relaxed),
+            });
+            (o.name.to_string(), v)
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "OK",
+            "message": "Hello from SentryPeer!",
+            "version": APP_VERSION,
+            "node_id": s.node_id.hyphenated().to_string(),
+            "uptime_seconds": s.started.elapsed().as_secs(),
+            "counters": counters,
+            "outputs": outputs,
+        }),
+    )
+}
+
+/// Prometheus text format.
+async fn metrics(State(s): State<ApiState>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::with_capacity(4096);
+    for (name, value) in s.counters.snapshot() {
+        let _ = writeln!(out, "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}");
+    }
+    let families: [(&str, &str, fn(&OutputStats) -> u64); 5] = [
+        ("output_queue_depth", "gauge", |o| o.depth()),
+        ("output_queue_capacity", "gauge", |o| o.capacity as u64),
+        ("output_dropped_total", "counter", |o| o.dropped.load(Relaxed)),
+        ("output_written_total", "counter", |o| o.written.load(Relaxed)),
+        ("output_failed_total", "counter", |o| o.failed.load(Relaxed)),
+    ];
+    for (family, kind, get) in families {
+        let _ = writeln!(out, "# TYPE sentrypeer_{family} {kind}");
+        for o in s.outputs.iter() {
+            let _ = writeln!(out, "sentrypeer_{family}{{output=\"{}\"}} {}", o.name, get(o));
+        }
+    }
+    let _ = writeln!(out, "# TYPE sentrypeer_uptime_seconds gauge\nsentrypeer_uptime_seconds {}", s.started.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn ip_address(State(s): State<ApiState>, Path(ip): Path<String>) -> Result<Response, ApiError> {
+    let ip: IpAddr = ip.parse().map_err(|_| ApiError::BadRequest)?;
+    let ip = ip.to_canonical().to_string();
+    let found = blocking(move || s.store.ip_seen(&ip).map(|f| (f, ip))).await?;
+    Ok(match found {
+        (true, ip) => json_response(StatusCode::OK, &json!({"bad_actor_found": ip})),
+        (false, _) => json_response(StatusCode::NOT_FOUND, &json!({"message": "No bad actor found"})),
+    })
+}
+
+async fn number(State(s): State<ApiState>, Path(number): Path<String>) -> Result<Response, ApiError> {
+    if !is_number(&number) {
+        return Err(ApiError::NotFound);
+    }
+    let (found, number) = blocking(move || s.store.number_seen(&number).map(|f| (f, number))).await?;
+    Ok(if found {
+        json_response(StatusCode::OK, &json!({"phone_number_found": number}))
+    } else {
+        json_response(StatusCode::NOT_FOUND, &json!({"message": "No phone number found"}))
+    })
+}
+
+/// Upstream's route pattern for a number: `\+?[0-9]+`.
+fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    !digits.is_empty() && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+async fn ip_addresses(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    stream_list(s, ListKind::IpAddresses).await
+}
+
+async fn numbers(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    stream_list(s, ListKind::Numbers).await
+}
+
+/// Streams a full list: the database thread produces chunks, the response sends them as they come.
+async fn stream_list(s: ApiState, kind: ListKind) -> Result<Response, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let result = s.store.write_list(kind, |chunk| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok());
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e.to_string()));
+        }
+    });
+    // Wait for the first chunk so that a database error is still a clean 500.
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(ApiError::Internal(e)),
+        None => return Err(ApiError::Internal("list producer ended early".into())),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Some(Ok(chunk)) => Some((Ok::<_, std::io::Error>(chunk), rx)),
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), rx)),
+            None => None,
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+

@@ -1,0 +1,269 @@
+//! Starts the node: opens the database and outputs, binds every socket (so bad addresses fail
+//! before anything runs), spawns capture, API and output tasks, and shuts them down in order:
+//! intake first, then every output drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::api::{self, ApiState};
+use crate::capture::{self, CaptureContext};
+use crate::config::{Config, ConfigError, Listen};
+use crate::event::Transport;
+use crate::metrics::Counters;
+use crate::output;
+use crate::pipeline::{OutputStats, PipelineBuilder};
+use crate::store::{self, ReadPool};
+
+/// The kernel receive buffer asked for on UDP sockets: room for a burst of about 10,000
+/// probes while the receiving task is busy. The kernel caps it at `net.core.rmem_max`.
+const UDP_RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Pending TCP connections the kernel queues for us.
+const TCP_BACKLOG: i32 = 1024;
+/// Events the database queue holds: about half a second at 50,000 probes/s.
+const SQLITE_QUEUE: usize = 32_768;
+/// Events the other outputs' queues hold.
+const OUTPUT_QUEUE: usize = 16_384;
+
+/// The addresses the node actually bound, by what they serve.
+#[derive(Debug, Default, Clone)]
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub api: Vec<SocketAddr>,
+}
+
+/// A started node.
+pub struct RunningApp {
+    pub bound: Bound,
+    pub node_id: Uuid,
+    cancel: CancellationToken,
+    intake: TaskTracker,
+    outputs: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    stats: Arc<Vec<Arc<OutputStats>>>,
+}
+
+/// Startup failed: a bad setting (exit 2) or something else (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+struct Sockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
+    api: Vec<std::net::TcpListener>,
+}
+
+impl RunningApp {
+    /// Starts everything; must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<RunningApp, StartError> {
+        let started = Instant::now();
+        let opened = store::open(&config.db_file).map_err(|e| ConfigError::new("-f (--db-file)", config.db_file.display(), e))?;
+        if opened.summarised > 0 {
+            tracing::info!(events = opened.summarised, "Indexed events written by another program.");
+        }
+        let node_id = opened.node_id;
+        let json_log = match &config.json_log {
+            Some(path) => Some(output::json_log::open(path).map_err(|e| ConfigError::new("-l (--json-log-file)", path.display(), e))?),
+            None => None,
+        };
+        let tls_config = if config.tls.is_empty() {
+            None
+        } else {
+            let (tls, source) = capture::tls::server_config(&config.tls_files)?;
+            if source == capture::tls::CertSource::Generated {
+                tracing::info!(cert = %config.tls_files.cert.display(), key = %config.tls_files.key.display(), "Generated a self-signed TLS certificate.");
+            }
+            Some(tls)
+        };
+        if config.webhook.is_some() && !cfg!(feature = "webhook") {
+            return Err(ConfigError::new("-w (--webhook-url)", "…", "this build has no WebHook support (cargo feature `webhook`)").into());
+        }
+        if config.peers.is_some() {
+            return Err(ConfigError::new("-p (--peer-to-peer)", "on", "this build has no peer-to-peer support yet").into());
+        }
+        let sockets = bind_all(&config)?;
+
+        // Outputs.
+        let counters = Arc::new(Counters::default());
+        let mut builder = PipelineBuilder::default();
+        let mut outputs = Vec::new();
+        let spawn_err = |e: std::io::Error| StartError::Other(anyhow::Error::new(e).context("cannot start an output thread"));
+        outputs.push(output::sqlite::spawn(opened.writer, builder.output("sqlite", SQLITE_QUEUE)).map_err(spawn_err)?);
+        if let Some(out) = json_log {
+            outputs.push(output::json_log::spawn(out, builder.output("json_log", OUTPUT_QUEUE)).map_err(spawn_err)?);
+        }
+        if let Some(path) = &config.syslog {
+            let s = output::syslog::Syslog::new(path);
+            outputs.push(output::syslog::spawn(s, builder.output("syslog", OUTPUT_QUEUE)).map_err(spawn_err)?);
+        }
+        if config.verbose {
+            outputs.push(output::console::spawn(builder.output("console", OUTPUT_QUEUE)).map_err(spawn_err)?);
+        }
+        let (pipeline, stats) = builder.build();
+        let stats = Arc::new(stats);
+
+        // Intake.
+        let cancel = CancellationToken::new();
+        let intake = TaskTracker::new();
+        let cx = Arc::new(CaptureContext::new(pipeline, counters.clone(), node_id, config.responsive, config.server_header.clone()));
+        let mut bound = Bound::default();
+        for s in sockets.udp {
+            let socket = UdpSocket::from_std(s).context("registering a UDP socket")?;
+            let addr = socket.local_addr().context("reading a UDP address")?;
+            bound.udp.push(addr);
+            intake.spawn(capture::udp::serve(socket, cx.clone(), cancel.clone()).instrument(tracing::info_span!("udp", %addr)));
+        }
+        for s in sockets.tcp {
+            let listener = TcpListener::from_std(s).context("registering a TCP listener")?;
+            bound.tcp.push(listener.local_addr().context("reading a TCP address")?);
+            let t = intake.clone();
+            intake.spawn(capture::stream::accept_loop(listener, Transport::Tcp, cx.clone(), cancel.clone(), t, capture::stream::handle_tcp));
+        }
+        if let Some(tls) = tls_config {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            for s in sockets.tls {
+                let listener = TcpListener::from_std(s).context("registering a TLS listener")?;
+                bound.tls.push(listener.local_addr().context("reading a TLS address")?);
+                let t = intake.clone();
+                let acceptor = acceptor.clone();
+                intake.spawn(capture::stream::accept_loop(listener, Transport::Tls, cx.clone(), cancel.clone(), t, move |s, p, l, cx, c| {
+                    capture::tls::handle(s, p, l, cx, c, acceptor.clone())
+                }));
+            }
+        }
+        drop(cx);
+        if !sockets.api.is_empty() {
+            let state = ApiState {
+                store: Arc::new(ReadPool::new(&config.db_file)),
+                counters: counters.clone(),
+                outputs: stats.clone(),
+                node_id,
+                started,
+            };
+            let router = api::router(state);
+            for s in sockets.api {
+                let listener = TcpListener::from_std(s).context("registering the API listener")?;
+                bound.api.push(listener.local_addr().context("reading the API address")?);
+                let c = cancel.clone();
+                let router = router.clone();
+                intake.spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(c.cancelled_owned()).await {
+                        tracing::error!(error = %e, "The API server stopped.");
+                    }
+                });
+            }
+        }
+        intake.close();
+        for (transport, addrs) in [("UDP", &bound.udp), ("TCP", &bound.tcp), ("TLS", &bound.tls), ("API", &bound.api)] {
+            for addr in addrs {
+                tracing::info!(%transport, %addr, "Listening.");
+            }
+        }
+        tracing::info!(%node_id, responsive = config.responsive, db = %config.db_file.display(), "Ready.");
+        Ok(RunningApp {
+            bound,
+            node_id,
+            cancel,
+            intake,
+            outputs,
+            counters,
+            stats,
+        })
+    }
+
+    /// Stops intake, lets every output drain, and returns when all is written.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.intake.wait().await;
+        tracing::info!("Intake stopped; draining outputs.");
+        let outputs = self.outputs;
+        let _ = tokio::task::spawn_blocking(move || {
+            for o in outputs {
+                let _ = o.join();
+            }
+        })
+        .await;
+        let accepted = self.counters.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let rejected: u64 = self.counters.snapshot().iter().filter(|(k, _)| k.starts_with("rejected_")).map(|(_, v)| v).sum();
+        let mut summary = String::new();
+        for o in self.stats.iter() {
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            summary.push_str(&format!(" {}: written={} dropped={} failed={};", o.name, get(&o.written), get(&o.dropped), get(&o.failed)));
+        }
+        let dropped: u64 = self.stats.iter().map(|o| o.dropped.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        tracing::info!(events_accepted = accepted, rejected, dropped, outputs = %summary.trim(), "Shutdown complete.");
+    }
+}
+
+fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
+    let mut s = Sockets {
+        udp: vec![],
+        tcp: vec![],
+        tls: vec![],
+        api: vec![],
+    };
+    for l in &config.udp {
+        if let Some(sock) = bind(l, "--udp-listen", Type::DGRAM)? {
+            s.udp.push(sock.into());
+        }
+    }
+    for (list, option, out) in [
+        (&config.tcp, "--tcp-listen", &mut s.tcp),
+        (&config.tls, "-z (--tls-listen)", &mut s.tls),
+        (&config.api, "--api-listen", &mut s.api),
+    ] {
+        for l in list {
+            if let Some(sock) = bind(l, option, Type::STREAM)? {
+                out.push(sock.into());
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Binds one socket; a default IPv6 address on a host without IPv6 is skipped with a warning.
+fn bind(l: &Listen, option: &str, ty: Type) -> Result<Option<Socket>, ConfigError> {
+    let attempt = || -> std::io::Result<Socket> {
+        let proto = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
+        let socket = Socket::new(Domain::for_address(l.addr), ty, Some(proto))?;
+        if l.addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        if ty == Type::DGRAM {
+            let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER_BYTES);
+        } else {
+            socket.set_reuse_address(true)?;
+        }
+        socket.bind(&l.addr.into())?;
+        if ty == Type::STREAM {
+            socket.listen(TCP_BACKLOG)?;
+        }
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    };
+    match attempt() {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if l.optional => {
+            tracing::warn!(addr = %l.addr, error = %e, "Skipping a default IPv6 address.");
+            Ok(None)
+        }
+        Err(e) => Err(ConfigError::new(option, l.addr, e)),
+    }
+}

@@ -1,0 +1,63 @@
+//! Sockets → events. Each transport's `serve` takes an already-bound socket (so tests bind port
+//! 0), turns what it reads into events with the pure `inspect`, publishes them without waiting,
+//! and in responsive mode answers. Intake stops when the cancellation token fires.
+
+pub mod inspect;
+pub mod ratelimit;
+pub mod stream;
+pub mod tls;
+pub mod udp;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::metrics::Counters;
+use crate::pipeline::Pipeline;
+
+/// What every capture task shares.
+pub struct CaptureContext {
+    pub pipeline: Pipeline,
+    pub counters: Arc<Counters>,
+    pub inspect: inspect::InspectContext,
+    pub reply_limit: ratelimit::ReplyLimiter,
+    pub stream_limits: stream::StreamLimits,
+}
+
+impl CaptureContext {
+    pub fn new(pipeline: Pipeline, counters: Arc<Counters>, node_id: Uuid, responsive: bool, server_header: String) -> Self {
+        Self {
+            pipeline,
+            counters,
+            inspect: inspect::InspectContext {
+                node_id,
+                responsive,
+                server_header,
+            },
+            reply_limit: ratelimit::ReplyLimiter::default(),
+            stream_limits: stream::StreamLimits::default(),
+        }
+    }
+
+    /// Inspects one message and publishes its event; returns the replies to send.
+    pub(crate) fn handle(&self, bytes: &[u8], meta: &inspect::Meta) -> Vec<Vec<u8>> {
+        Counters::inc(&self.counters.messages_received);
+        match inspect::inspect(bytes, meta, &self.inspect) {
+            Ok(inspected) => {
+                Counters::inc(&self.counters.events_accepted);
+                self.pipeline.publish(inspected.event);
+                inspected.replies
+            }
+            Err(rejected) => {
+                let counter = match rejected {
+                    crate::sip::Rejected::Response => &self.counters.rejected_responses,
+                    crate::sip::Rejected::NotSip => &self.counters.rejected_not_sip,
+                    crate::sip::Rejected::Malformed => &self.counters.rejected_malformed,
+                };
+                Counters::inc(counter);
+                tracing::debug!(source = %meta.source, transport = %meta.transport, len = bytes.len(), reason = ?rejected, "Rejected a message.");
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! SIP over a byte stream (TCP, or TLS after its handshake): framed by Content-Length, several
+//! messages per connection, CRLF keep-alives tolerated, every resource bounded.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::CaptureContext;
+use super::inspect::Meta;
+use crate::event::Transport;
+use crate::metrics::Counters;
+use crate::sip::frame::{Frame, Framer};
+
+/// Limits on connections and their lifetimes.
+#[derive(Debug)]
+pub struct StreamLimits {
+    /// Open connections over all stream listeners; more are closed at once.
+    pub total: Arc<Semaphore>,
+    /// Open connections from one source address.
+    pub per_source: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Connections open at once, over all stream listeners: enough for scanners, bounded for memory
+/// (each holds at most a 64 KiB buffer).
+const MAX_CONNECTIONS: usize = 1024;
+/// Connections from one address: a scanner needs one or two.
+const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+/// Idle time before a connection is closed; SIP clients send keep-alives every 30 s or so.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a TLS client has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a socket at once.
+const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            idle_timeout: IDLE_TIMEOUT,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A connection's claim on the limits; released on drop.
+pub struct Slot<'a> {
+    limits: &'a StreamLimits,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl StreamLimits {
+    pub fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.per_source {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            limits: self,
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.limits.open.lock() {
+            if let Some(n) = open.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections until cancelled; each is handled by `handle_conn` on the tracker.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, transport: Transport, cx: Arc<CaptureContext>, cancel: CancellationToken, tracker: TaskTracker, on_conn: F)
+where
+    F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<CaptureContext>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(local) = stream.local_addr() else { continue };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(on_conn(stream, peer, local, cx.clone(), cancel.clone()).instrument(tracing::debug_span!("conn", %transport, %peer)));
+    }
+}
+
+/// Handles one plain TCP connection.
+pub async fn handle_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, cx: Arc<CaptureContext>, cancel: CancellationToken) {
+    let Some(_slot) = cx.stream_limits.admit(peer.ip()) else {
+        Counters::inc(&cx.counters.connections_refused);
+        return;
+    };
+    Counters::inc(&cx.counters.connections_accepted);
+    serve_stream(stream, Meta { transport: Transport::Tcp, source: peer, local }, &cx, &cancel).await;
+}
+
+/// Reads framed SIP messages from a stream until it closes, idles out, misbehaves or intake stops.
+pub async fn serve_stream<S>(mut stream: S, meta: Meta, cx: &CaptureContext, cancel: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut framer = Framer::default();
+    loop {
+        // Take every whole message already buffered.
+        loop {
+            match framer.next(&buf) {
+                Ok(Frame::KeepAlive(n)) => {
+                    let _ = buf.split_to(n.min(buf.len()));
+                }
+                Ok(Frame::Message(n)) => {
+                    let msg = buf.split_to(n.min(buf.len()));
+                    for reply in cx.handle(&msg, &meta) {
+                        if stream.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                        Counters::inc(&cx.counters.replies_sent);
+                    }
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(e) => {
+                    Counters::inc(&cx.counters.streams_rejected);
+                    tracing::debug!(error = %e, "Closing a stream that cannot be framed.");
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(cx.stream_limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                if !buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    Counters::inc(&cx.counters.streams_rejected);
+                    tracing::debug!(len = buf.len(), "Stream closed mid-message.");
+                }
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                tracing::debug!("Closing an idle stream.");
+                return;
+            }
+        }
+    }
+}

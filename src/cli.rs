@@ -1,0 +1,128 @@
+//! The command line, flag for flag as upstream (short options), plus long forms for what
+//! upstream hard-codes. Only raw values live here; `config` resolves them once.
+//!
+//! On/off options are also switched on by their `SENTRYPEER_*` variable being set to any value
+//! (even `0`), as upstream documents; `config` reads those, since clap would parse the value.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "sentrypeer",
+    version,
+    about = "SIP honeypot and fraud-detection node: records the IP addresses and numbers VoIP attackers use",
+    long_about = None,
+    disable_version_flag = true,
+    after_help = "On/off options are also switched on when their SENTRYPEER_* variable is set, to any value.\nPrecedence: flag > environment > config file > default."
+)]
+pub struct Cli {
+    /// SQLite database file [default: ./sentrypeer.db]
+    #[arg(short = 'f', long = "db-file", env = "SENTRYPEER_DB_FILE", value_name = "PATH")]
+    pub db_file: Option<PathBuf>,
+
+    /// Write the JSON log (env SENTRYPEER_JSON_LOG)
+    #[arg(short = 'j', long = "json-log")]
+    pub json_log: bool,
+
+    /// JSON log file [default: ./sentrypeer_json.log]; implies -j
+    #[arg(short = 'l', long = "json-log-file", env = "SENTRYPEER_JSON_LOG_FILE", value_name = "PATH")]
+    pub json_log_file: Option<PathBuf>,
+
+    /// Share bad actors with peers and receive theirs (env SENTRYPEER_PEER_TO_PEER)
+    #[arg(short = 'p', long = "peer-to-peer")]
+    pub peer_to_peer: bool,
+
+    /// Peer bootstrap node: a multiaddr or HOST:PORT
+    #[arg(short = 'b', long = "bootstrap-node", env = "SENTRYPEER_BOOTSTRAP_NODE", value_name = "HOST")]
+    pub bootstrap_node: Vec<String>,
+
+    /// Serve the REST API (env SENTRYPEER_API) [default address: 0.0.0.0:8082]
+    #[arg(short = 'a', long = "api")]
+    pub api: bool,
+
+    /// Address for the REST API (repeatable); implies -a
+    #[arg(long = "api-listen", value_name = "ADDR")]
+    pub api_listen: Vec<String>,
+
+    /// POST every event as JSON to this URL
+    #[arg(short = 'w', long = "webhook-url", env = "SENTRYPEER_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// OAuth 2 client-credentials id for the WebHook bearer token
+    #[arg(short = 'i', long = "oauth2-client-id", env = "SENTRYPEER_OAUTH2_CLIENT_ID", value_name = "ID")]
+    pub oauth2_client_id: Option<String>,
+
+    /// OAuth 2 client secret (goes with -i)
+    #[arg(short = 'c', long = "oauth2-client-secret", env = "SENTRYPEER_OAUTH2_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub oauth2_client_secret: Option<String>,
+
+    /// OAuth 2 token URL [default: https://authz.sentrypeer.com/oauth/token]
+    #[arg(long = "oauth2-token-url", env = "SENTRYPEER_OAUTH2_TOKEN_URL", value_name = "URL")]
+    pub oauth2_token_url: Option<String>,
+
+    /// OAuth 2 audience [default: https://sentrypeer.com/api]
+    #[arg(long = "oauth2-audience", env = "SENTRYPEER_OAUTH2_AUDIENCE", value_name = "AUDIENCE")]
+    pub oauth2_audience: Option<String>,
+
+    /// Answer SIP probes like a PBX (env SENTRYPEER_SIP_RESPONSIVE); otherwise passive
+    #[arg(short = 'r', long = "sip-responsive")]
+    pub sip_responsive: bool,
+
+    /// No SIP listeners at all: API / peer node only (env SENTRYPEER_SIP_DISABLE)
+    #[arg(short = 'R', long = "sip-disable")]
+    pub sip_disable: bool,
+
+    /// TLS certificate (PEM) [default: ./cert.pem; generated if it and the key are missing]
+    #[arg(short = 't', long = "cert", env = "SENTRYPEER_CERT", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) [default: ./key.pem]
+    #[arg(short = 'k', long = "key", env = "SENTRYPEER_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+
+    /// SIP over TLS listen address (repeatable) [default: 0.0.0.0:5061 and [::]:5061]
+    #[arg(short = 'z', long = "tls-listen", env = "SENTRYPEER_TLS_LISTEN_ADDRESS", value_name = "ADDR", value_delimiter = ',')]
+    pub tls_listen: Vec<String>,
+
+    /// SIP over UDP listen address (repeatable) [default: 0.0.0.0:5060 and [::]:5060]
+    #[arg(long = "udp-listen", value_name = "ADDR")]
+    pub udp_listen: Vec<String>,
+
+    /// SIP over TCP listen address (repeatable) [default: 0.0.0.0:5060 and [::]:5060]
+    #[arg(long = "tcp-listen", value_name = "ADDR")]
+    pub tcp_listen: Vec<String>,
+
+    /// TOML config file [default: <config dir>/sentrypeer/default-config.toml]
+    #[arg(short = 'g', long = "config-file", env = "SENTRYPEER_CONFIG_FILE", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+
+    /// Disable SIP over TLS (env SENTRYPEER_TLS_DISABLE)
+    #[arg(short = 'N', long = "tls-disable")]
+    pub tls_disable: bool,
+
+    /// Write a syslog line per event, for fail2ban (env SENTRYPEER_SYSLOG)
+    #[arg(short = 's', long = "syslog")]
+    pub syslog: bool,
+
+    /// Syslog socket [default: /dev/log]
+    #[arg(long = "syslog-socket", env = "SENTRYPEER_SYSLOG_SOCKET", value_name = "PATH")]
+    pub syslog_socket: Option<PathBuf>,
+
+    /// Server header in SIP replies [default: a common PBX's]
+    #[arg(long = "server-header", env = "SENTRYPEER_SERVER_HEADER", value_name = "TEXT")]
+    pub server_header: Option<String>,
+
+    /// Verbose: one line per event on standard output (env SENTRYPEER_VERBOSE)
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
+    /// Debug logging (env SENTRYPEER_DEBUG)
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+
+    /// Print the version
+    #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+}

@@ -1,0 +1,396 @@
+//! Command line + environment + TOML file → one validated `Config`, resolved once at startup.
+//! Precedence: flag > environment > file > default. A bad value is a `ConfigError` naming the
+//! option and the value; `main` prints it on one line and exits 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::Cli;
+
+/// Upstream's WebHook URL when enabled with `SENTRYPEER_WEBHOOK` and no URL.
+pub const DEFAULT_WEBHOOK_URL: &str = "https://sentrypeer.com/api/events";
+/// Upstream's OAuth 2 token endpoint.
+pub const DEFAULT_OAUTH2_TOKEN_URL: &str = "https://authz.sentrypeer.com/oauth/token";
+/// Upstream's OAuth 2 audience.
+pub const DEFAULT_OAUTH2_AUDIENCE: &str = "https://sentrypeer.com/api";
+/// What a responsive node calls itself: a common FreePBX/Asterisk build, so probes see a PBX.
+pub const DEFAULT_SERVER_HEADER: &str = "FPBX-16.0.40.7(18.20.2)";
+
+/// An option's value was wrong: names the option and the value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value '{value}' for {option}: {reason}")]
+pub struct ConfigError {
+    pub option: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(option: impl Into<String>, value: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self {
+            option: option.into(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A value that must never reach a log: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The TOML config file. Upstream's keys (`cert`, `key`, `tls_listen_address`) plus one key per
+/// long option of ours.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    tls_listen_address: Option<OneOrMany>,
+    udp_listen: Option<OneOrMany>,
+    tcp_listen: Option<OneOrMany>,
+    api_listen: Option<OneOrMany>,
+    db_file: Option<PathBuf>,
+    json_log: Option<bool>,
+    json_log_file: Option<PathBuf>,
+    api: Option<bool>,
+    sip_responsive: Option<bool>,
+    sip_disable: Option<bool>,
+    tls_disable: Option<bool>,
+    syslog: Option<bool>,
+    syslog_socket: Option<PathBuf>,
+    server_header: Option<String>,
+    verbose: Option<bool>,
+    debug: Option<bool>,
+    webhook_url: Option<String>,
+    webhook_authorization: Option<Secret>,
+    oauth2_client_id: Option<String>,
+    oauth2_client_secret: Option<Secret>,
+    oauth2_token_url: Option<String>,
+    oauth2_audience: Option<String>,
+    peer_to_peer: Option<bool>,
+    bootstrap_node: Option<OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// One address to listen on. Default IPv6 addresses are `optional`: a host without IPv6 skips them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub optional: bool,
+}
+
+/// TLS certificate and key files; `generate` when both are missing at the default paths.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where and how the WebHook posts.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub oauth2: Option<OAuth2Config>,
+    /// A static `Authorization` header value, when there are no OAuth 2 credentials.
+    pub authorization: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth2Config {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_url: String,
+    pub audience: String,
+}
+
+/// Peer-to-peer settings.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub bootstrap: Vec<String>,
+}
+
+/// Everything the node needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db_file: PathBuf,
+    pub json_log: Option<PathBuf>,
+    pub api: Vec<Listen>,
+    pub udp: Vec<Listen>,
+    pub tcp: Vec<Listen>,
+    pub tls: Vec<Listen>,
+    pub tls_files: TlsFiles,
+    pub responsive: bool,
+    pub server_header: String,
+    pub syslog: Option<PathBuf>,
+    pub verbose: bool,
+    pub debug: bool,
+    pub webhook: Option<WebhookConfig>,
+    pub peers: Option<PeerConfig>,
+}
+
+/// Reads the environment through a function, so tests need not touch the process's.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    }
+}
+
+impl Config {
+    /// Resolves the command line (which already carries the value options' variables) with the
+    /// environment's on/off switches and the config file.
+    pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = load_file(cli.config_file.as_deref(), env)?;
+        let on = |flag: bool, var: &str, file: Option<bool>| flag || env.get(var).is_some() || file.unwrap_or(false);
+
+        let json_log_file = cli.json_log_file.or(file.json_log_file);
+        let json_log = on(cli.json_log, "SENTRYPEER_JSON_LOG", file.json_log) || json_log_file.is_some();
+        let api_listen = pick(cli.api_listen, file.api_listen);
+        let api = on(cli.api, "SENTRYPEER_API", file.api) || !api_listen.is_empty();
+        let sip_disable = on(cli.sip_disable, "SENTRYPEER_SIP_DISABLE", file.sip_disable);
+        let tls_disable = on(cli.tls_disable, "SENTRYPEER_TLS_DISABLE", file.tls_disable);
+
+        let listen = |option: &str, given: Vec<String>, defaults: &[&str]| -> Result<Vec<Listen>, ConfigError> {
+            if given.is_empty() {
+                Ok(defaults
+                    .iter()
+                    .filter_map(|d| d.parse::<SocketAddr>().ok())
+                    .map(|addr| Listen { addr, optional: addr.is_ipv6() })
+                    .collect())
+            } else {
+                given.iter().map(|v| parse_addr(option, v).map(|addr| Listen { addr, optional: false })).collect()
+            }
+        };
+        let udp = if sip_disable { vec![] } else { listen("--udp-listen", pick(cli.udp_listen, file.udp_listen), &["0.0.0.0:5060", "[::]:5060"])? };
+        let tcp = if sip_disable { vec![] } else { listen("--tcp-listen", pick(cli.tcp_listen, file.tcp_listen), &["0.0.0.0:5060", "[::]:5060"])? };
+        let tls = if sip_disable || tls_disable {
+            vec![]
+        } else {
+            listen("--tls-listen (-z)", pick(cli.tls_listen, file.tls_listen_address), &["0.0.0.0:5061", "[::]:5061"])?
+        };
+        let api = if api { listen("--api-listen", api_listen, &["0.0.0.0:8082"])? } else { vec![] };
+
+        let webhook_url = cli
+            .webhook_url
+            .or(file.webhook_url)
+            .or_else(|| env.get("SENTRYPEER_WEBHOOK").map(|_| DEFAULT_WEBHOOK_URL.to_string()));
+        let client_id = cli.oauth2_client_id.or(file.oauth2_client_id);
+        let client_secret = cli.oauth2_client_secret.map(Secret).or(file.oauth2_client_secret);
+        let token_url = cli.oauth2_token_url.or(file.oauth2_token_url).unwrap_or_else(|| DEFAULT_OAUTH2_TOKEN_URL.into());
+        let audience = cli.oauth2_audience.or(file.oauth2_audience).unwrap_or_else(|| DEFAULT_OAUTH2_AUDIENCE.into());
+        let oauth2 = match (client_id, client_secret) {
+            (Some(client_id), Some(client_secret)) => {
+                check_url("--oauth2-token-url", &token_url)?;
+                Some(OAuth2Config { client_id, client_secret, token_url, audience })
+            }
+            (None, None) => None,
+            (Some(id), None) => return Err(ConfigError::new("-i (--oauth2-client-id)", id, "needs -c (--oauth2-client-secret) too")),
+            (None, Some(_)) => return Err(ConfigError::new("-c (--oauth2-client-secret)", "***", "needs -i (--oauth2-client-id) too")),
+        };
+        let authorization = env.get("SENTRYPEER_WEBHOOK_AUTHORIZATION").map(Secret).or(file.webhook_authorization);
+        let webhook = match webhook_url {
+            Some(url) => {
+                check_url("-w (--webhook-url)", &url)?;
+                Some(WebhookConfig { url, oauth2, authorization })
+            }
+            None if oauth2.is_some() => {
+                return Err(ConfigError::new("-i (--oauth2-client-id)", "***", "needs a WebHook URL (-w)"));
+            }
+            None => None,
+        };
+
+        let peer_to_peer = on(cli.peer_to_peer, "SENTRYPEER_PEER_TO_PEER", file.peer_to_peer);
+        let bootstrap = pick(cli.bootstrap_node, file.bootstrap_node);
+        let peers = peer_to_peer.then_some(PeerConfig { bootstrap });
+
+        let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog)
+            .then(|| cli.syslog_socket.or(file.syslog_socket).unwrap_or_else(|| PathBuf::from("/dev/log")));
+
+        Ok(Config {
+            db_file: cli.db_file.or(file.db_file).unwrap_or_else(|| PathBuf::from("./sentrypeer.db")),
+            json_log: json_log.then(|| json_log_file.unwrap_or_else(|| PathBuf::from("./sentrypeer_json.log"))),
+            api,
+            udp,
+            tcp,
+            tls,
+            tls_files: TlsFiles {
+                cert: cli.cert.or(file.cert).unwrap_or_else(|| PathBuf::from("./cert.pem")),
+                key: cli.key.or(file.key).unwrap_or_else(|| PathBuf::from("./key.pem")),
+            },
+            responsive: on(cli.sip_responsive, "SENTRYPEER_SIP_RESPONSIVE", file.sip_responsive),
+            server_header: cli.server_header.or(file.server_header).unwrap_or_else(|| DEFAULT_SERVER_HEADER.into()),
+            syslog,
+            verbose: on(cli.verbose, "SENTRYPEER_VERBOSE", file.verbose),
+            debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
+            webhook,
+            peers,
+        })
+    }
+}
+
+/// The command line's values if any were given, else the file's.
+fn pick(cli: Vec<String>, file: Option<OneOrMany>) -> Vec<String> {
+    if cli.is_empty() { file.map(OneOrMany::into_vec).unwrap_or_default() } else { cli }
+}
+
+fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(option, value, "expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060"))
+}
+
+fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len() && !url.contains(char::is_whitespace);
+    if ok { Ok(()) } else { Err(ConfigError::new(option, url, "expected an http:// or https:// URL")) }
+}
+
+/// The default config file: `$XDG_CONFIG_HOME` or `~/.config`, then `sentrypeer/default-config.toml`.
+fn default_config_path(env: &dyn Env) -> Option<PathBuf> {
+    let base = env
+        .get("XDG_CONFIG_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| Path::new(&h).join(".config")))?;
+    Some(base.join("sentrypeer").join("default-config.toml"))
+}
+
+fn load_file(given: Option<&Path>, env: &dyn Env) -> Result<FileConfig, ConfigError> {
+    let (path, required) = match given {
+        Some(p) => (p.to_path_buf(), true),
+        None => match default_config_path(env) {
+            Some(p) => (p, false),
+            None => return Ok(FileConfig::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(ConfigError::new("-g (--config-file)", path.display(), e)),
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::new("-g (--config-file)", path.display(), e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<String, String>);
+    impl Env for MapEnv {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+    }
+    fn env(pairs: &[(&str, &str)]) -> MapEnv {
+        MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+    fn resolve(args: &[&str], e: &MapEnv) -> Result<Config, ConfigError> {
+        let mut argv = vec!["sentrypeer"];
+        argv.extend_from_slice(args);
+        Config::resolve(Cli::try_parse_from(argv).unwrap(), e)
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = resolve(&[], &env(&[])).unwrap();
+        assert_eq!(c.db_file, PathBuf::from("./sentrypeer.db"));
+        assert!(c.json_log.is_none() && c.api.is_empty() && !c.responsive && c.syslog.is_none());
+        assert_eq!(c.udp[0].addr, "0.0.0.0:5060".parse().unwrap());
+        assert!(c.udp[1].optional && c.udp[1].addr.is_ipv6());
+        assert_eq!(c.tls[0].addr, "0.0.0.0:5061".parse().unwrap());
+        assert_eq!(c.tls_files.cert, PathBuf::from("./cert.pem"));
+    }
+
+    #[test]
+    fn an_on_off_variable_set_to_zero_still_switches_on() {
+        let c = resolve(&[], &env(&[("SENTRYPEER_JSON_LOG", "0"), ("SENTRYPEER_API", ""), ("SENTRYPEER_SIP_RESPONSIVE", "0")])).unwrap();
+        assert_eq!(c.json_log, Some(PathBuf::from("./sentrypeer_json.log")));
+        assert_eq!(c.api[0].addr, "0.0.0.0:8082".parse().unwrap());
+        assert!(c.responsive);
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "cert = \"c.pem\"\nkey = \"k.pem\"\ntls_listen_address = \"127.0.0.1:7061\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = resolve(&["-g", p], &env(&[])).unwrap();
+        assert_eq!(c.tls[0].addr, "127.0.0.1:7061".parse().unwrap());
+        assert_eq!(c.tls_files.cert, PathBuf::from("c.pem"));
+        let c = resolve(&["-g", p, "-z", "127.0.0.1:9061", "-t", "x.pem"], &env(&[])).unwrap();
+        assert_eq!(c.tls[0].addr, "127.0.0.1:9061".parse().unwrap());
+        assert_eq!(c.tls_files.cert, PathBuf::from("x.pem"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_addresses_name_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "certt = 1\n").unwrap();
+        let e = resolve(&["-g", path.to_str().unwrap()], &env(&[])).unwrap_err();
+        assert!(e.option.contains("config-file"), "{e}");
+        let e = resolve(&["--udp-listen", "nonsense"], &env(&[])).unwrap_err();
+        assert_eq!(e.to_string(), "invalid value 'nonsense' for --udp-listen: expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060");
+    }
+
+    #[test]
+    fn oauth2_needs_both_halves_and_secrets_never_print() {
+        assert!(resolve(&["-w", "http://127.0.0.1:1/x", "-i", "id"], &env(&[])).is_err());
+        let c = resolve(&["-w", "http://127.0.0.1:1/x", "-i", "id", "-c", "hunter2"], &env(&[])).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("***"), "{dbg}");
+        let c = resolve(&[], &env(&[("SENTRYPEER_WEBHOOK", "1")])).unwrap();
+        assert_eq!(c.webhook.unwrap().url, DEFAULT_WEBHOOK_URL);
+    }
+
+    #[test]
+    fn sip_disable_means_no_sip_listeners() {
+        let c = resolve(&["-R", "-a"], &env(&[])).unwrap();
+        assert!(c.udp.is_empty() && c.tcp.is_empty() && c.tls.is_empty());
+        assert_eq!(c.api.len(), 1);
+    }
+}

@@ -1,0 +1,19 @@
+//! SentryPeer: a SIP honeypot and fraud-detection node.
+//!
+//! A probe flows `capture` (sockets) → `capture::inspect` (pure: bytes → event and replies,
+//! using the pure `sip` parser) → `pipeline` (one bounded queue per output, never waits) →
+//! `output::*` (database, JSON log, syslog, console, WebHook). `store` owns the database and
+//! the API's queries; `api` serves them. `config` resolves `cli` once; `app` wires it all and
+//! shuts it down in order.
+
+pub mod api;
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
+pub mod sip;
+pub mod store;

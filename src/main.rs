@@ -1,0 +1,54 @@
+//! `sentrypeer`: parse the command line, resolve the configuration, start the node, wait for a
+//! signal, shut down in order. Exit 2 for a bad setting, 1 for any other failure.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sentrypeer::app::{RunningApp, StartError};
+use sentrypeer::cli::Cli;
+use sentrypeer::config::{Config, ProcessEnv};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn main() -> ExitCode {
+    let config = match Config::resolve(Cli::parse(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e),
+    };
+    init_logging(config.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &e),
+    };
+    runtime.block_on(async {
+        let app = match RunningApp::start(config).await {
+            Ok(app) => app,
+            Err(StartError::Config(e)) => return fail(2, &e),
+            Err(StartError::Other(e)) => return fail(1, &format!("{e:#}")),
+        };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return fail(1, &"cannot install signal handlers");
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("Shutting down: stopping intake, then draining outputs. A second signal exits at once.");
+        tokio::select! {
+            _ = app.shutdown() => ExitCode::SUCCESS,
+            _ = term.recv() => ExitCode::from(130),
+            _ = int.recv() => ExitCode::from(130),
+        }
+    })
+}
+
+fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("sentrypeer: error: {e}");
+    ExitCode::from(code)
+}
+
+fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug { "sentrypeer=debug,info" } else { "info" };
+    let filter = EnvFilter::try_from_env("SENTRYPEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,41 @@
+//! One file per output. Each consumes its queue until it closes (the pipeline's senders are
+//! gone), writes in batches as its medium allows, then flushes and returns: no output needs to
+//! be told to stop.
+
+pub mod console;
+pub mod json_log;
+pub mod sqlite;
+pub mod syslog;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::event::Event;
+use crate::pipeline::OutputQueue;
+
+/// The most events an output takes from its queue at once.
+pub const MAX_BATCH: usize = 4096;
+
+/// Runs a blocking output on its own thread: `write` gets each batch as it comes, `finish`
+/// runs once the queue has closed and drained.
+pub fn spawn_blocking_output<S, W>(mut queue: OutputQueue, mut sink: S, write: W) -> std::io::Result<JoinHandle<()>>
+where
+    S: Send + 'static,
+    W: Fn(&mut S, &[Arc<Event>]) -> Result<(), String> + Send + 'static,
+{
+    let name = queue.stats.name;
+    std::thread::Builder::new().name(format!("output-{name}")).spawn(move || {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            match write(&mut sink, &batch) {
+                Ok(()) => queue.stats.wrote(batch.len()),
+                Err(error) => {
+                    queue.stats.failed(batch.len());
+                    tracing::warn!(output = name, %error, events = batch.len(), "Output failed to write a batch.");
+                }
+            }
+            batch.clear();
+        }
+        tracing::debug!(output = name, "Output drained and closed.");
+    })
+}

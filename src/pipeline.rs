@@ -1,0 +1,171 @@
+//! Fans each event out to one bounded queue per output. `publish` never waits: a full queue
+//! drops the event for that output only and counts it, so a slow output cannot blind capture.
+//! An output's queue closes when the last `Pipeline` clone is dropped, and the output drains.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+
+/// What every output reports about its queue and its work.
+#[derive(Debug)]
+pub struct OutputStats {
+    pub name: &'static str,
+    pub capacity: usize,
+    enqueued: AtomicU64,
+    dequeued: AtomicU64,
+    /// Events dropped because the queue was full (or the output had stopped).
+    pub dropped: AtomicU64,
+    /// Events the output wrote successfully.
+    pub written: AtomicU64,
+    /// Events the output failed to write.
+    pub failed: AtomicU64,
+}
+
+impl OutputStats {
+    fn new(name: &'static str, capacity: usize) -> Self {
+        Self {
+            name,
+            capacity,
+            enqueued: AtomicU64::new(0),
+            dequeued: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Events waiting in the queue now.
+    pub fn depth(&self) -> u64 {
+        let taken = self.dequeued.load(Ordering::Relaxed);
+        self.enqueued.load(Ordering::Relaxed).saturating_sub(taken)
+    }
+
+    pub fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, n: usize) {
+        self.failed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+struct Tap {
+    tx: mpsc::Sender<Arc<Event>>,
+    stats: Arc<OutputStats>,
+}
+
+/// The fan-out. Cheap to clone; every capture task holds one.
+#[derive(Clone, Default)]
+pub struct Pipeline {
+    taps: Arc<Vec<Tap>>,
+}
+
+/// Builds a pipeline output by output.
+#[derive(Default)]
+pub struct PipelineBuilder {
+    taps: Vec<Tap>,
+    stats: Vec<Arc<OutputStats>>,
+}
+
+impl PipelineBuilder {
+    /// Adds an output with a queue of `capacity` events and returns its receiving end.
+    pub fn output(&mut self, name: &'static str, capacity: usize) -> OutputQueue {
+        let (tx, rx) = mpsc::channel(capacity);
+        let stats = Arc::new(OutputStats::new(name, capacity));
+        self.stats.push(stats.clone());
+        self.taps.push(Tap {
+            tx,
+            stats: stats.clone(),
+        });
+        OutputQueue { rx, stats }
+    }
+
+    pub fn build(self) -> (Pipeline, Vec<Arc<OutputStats>>) {
+        (
+            Pipeline {
+                taps: Arc::new(self.taps),
+            },
+            self.stats,
+        )
+    }
+}
+
+impl Pipeline {
+    /// Hands the event to every output without waiting.
+    pub fn publish(&self, event: Event) {
+        let event = Arc::new(event);
+        for tap in self.taps.iter() {
+            match tap.tx.try_send(event.clone()) {
+                Ok(()) => {
+                    tap.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The receiving end of one output's queue.
+pub struct OutputQueue {
+    rx: mpsc::Receiver<Arc<Event>>,
+    pub stats: Arc<OutputStats>,
+}
+
+impl OutputQueue {
+    /// Waits for at least one event and takes up to `limit`; 0 means the queue is closed and empty.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Arc<Event>>, limit: usize) -> usize {
+        let n = self.rx.recv_many(buf, limit).await;
+        self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// The blocking twin of `recv_many`, for outputs that own a thread.
+    pub fn blocking_recv_many(&mut self, buf: &mut Vec<Arc<Event>>, limit: usize) -> usize {
+        let Some(first) = self.rx.blocking_recv() else {
+            return 0;
+        };
+        buf.push(first);
+        let mut n = 1;
+        while n < limit {
+            match self.rx.try_recv() {
+                Ok(e) => {
+                    buf.push(e);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_for_that_output_only_and_counts() {
+        let mut b = PipelineBuilder::default();
+        let mut small = b.output("small", 1);
+        let mut big = b.output("big", 10);
+        let (p, _) = b.build();
+        for _ in 0..3 {
+            p.publish(crate::event::tests::sample());
+        }
+        assert_eq!(small.stats.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(big.stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(big.stats.depth(), 3);
+        drop(p);
+        let mut buf = Vec::new();
+        assert_eq!(big.recv_many(&mut buf, 100).await, 3);
+        assert_eq!(big.recv_many(&mut buf, 100).await, 0);
+        assert_eq!(small.recv_many(&mut buf, 100).await, 1);
+        assert_eq!(big.stats.depth(), 0);
+    }
+}

@@ -1,0 +1,523 @@
+//! SIP as bytes on the wire: parse one request ([`parse`]), frame a TCP/TLS stream into messages
+//! ([`frame`]) and build the responses a responsive honeypot sends ([`reply`]).
+//!
+//! Pure and synchronous: no I/O, no logging, no async runtime, and nothing from the rest of the
+//! crate, so it could become a crate of its own. Every byte is hostile: nothing here panics,
+//! indexes, allocates without a bound or loops more than linearly in the input.
+//!
+//! Strictness follows RFC 4475 (the SIP torture tests): each message that RFC calls valid parses;
+//! each request it calls invalid is rejected, except where it lets a liberal receiver accept
+//! (see [`parse`]). Tolerated everywhere: header names in any case and in compact form, folded
+//! lines, LF-only line ends, CRLFs before the request line.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
+mod addr;
+pub mod frame;
+mod head;
+mod lex;
+pub mod reply;
+mod via;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use head::{HeadError, HeadReader, RawHeader};
+use lex::{find, is_token, starts_with_ci, strip_cr, trim};
+
+/// The largest SIP message we accept over any transport. It is the largest UDP payload over IPv6
+/// (and more than the 65,507 of IPv4); RFC 3261 §18.1.1 expects far smaller ones, so anything
+/// longer is an attack on our memory rather than a call.
+pub const MAX_MESSAGE_BYTES: usize = 65_535;
+
+/// The most header fields a request may carry. An ordinary request has 10 to 20 and RFC 4475's
+/// longest torture test 45; beyond 128 we would spend memory on a message no phone sends.
+pub const MAX_HEADERS: usize = 128;
+
+/// How many header slots to reserve up front: enough for the probes we see (sipvicious, sipcli,
+/// pplsip send 8 to 13), so parsing one costs a single allocation.
+const USUAL_HEADERS: usize = 16;
+
+/// One SIP request, borrowing from the bytes it was parsed from.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The method, token characters only, as sent (methods are case-sensitive).
+    pub method: &'a str,
+    /// The Request-URI as sent.
+    pub uri: &'a str,
+    /// The SIP version as sent: `SIP/2.0` in any case.
+    pub version: &'a str,
+    /// Every header field in order (at most [`MAX_HEADERS`]).
+    pub headers: Vec<Header<'a>>,
+    /// Exactly Content-Length bytes, or everything after the head if there is no Content-Length.
+    pub body: &'a [u8],
+    /// How many bytes of the input this message occupies, from the start of the input (including
+    /// skipped leading CRLFs) to the end of the body. Trailing octets after it are ignored
+    /// (RFC 4475 §3.1.1.8).
+    pub len: usize,
+}
+
+/// One header field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The name as sent (`Via`, `v`, `VIA`), without white space before the colon.
+    pub name: &'a str,
+    /// The value without surrounding white space. `Cow::Owned` only when it had to be rewritten:
+    /// folded lines joined by one space, or invalid UTF-8 replaced by U+FFFD.
+    pub value: Cow<'a, str>,
+}
+
+/// Why bytes are not a SIP request we accept.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// Nothing but CR and LF (an empty datagram or a keep-alive).
+    #[error("empty message")]
+    Empty,
+    /// A SIP response (its first line starts with `SIP/`).
+    #[error("a SIP response, not a request")]
+    Response,
+    /// The first line is not a SIP request line at all (no ` SIP/` in it).
+    #[error("not SIP")]
+    NotSip,
+    /// The request line is not `Method SP Request-URI SP SIP/2.0`.
+    #[error("malformed request line")]
+    BadRequestLine,
+    /// A well-formed request line for a SIP version other than 2.0.
+    #[error("unsupported SIP version")]
+    UnsupportedVersion,
+    /// A header line without a colon.
+    #[error("header line {line} has no colon")]
+    HeaderWithoutColon {
+        /// The 1-based line of the message (the request line is line 1).
+        line: usize,
+    },
+    /// A header name that is empty or not a token, or a continuation line with nothing before it.
+    #[error("header line {line} has a malformed name")]
+    BadHeaderName {
+        /// The 1-based line of the message (the request line is line 1).
+        line: usize,
+    },
+    /// More than [`MAX_HEADERS`] header fields.
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    /// A Content-Length that is not a decimal number that fits in memory.
+    #[error("malformed Content-Length")]
+    BadContentLength,
+    /// A Content-Length larger than the bytes after the head.
+    #[error("Content-Length larger than the body")]
+    ContentLengthMismatch,
+    /// A mandatory header (Via, From, To, Call-ID, CSeq) is absent, or Call-ID is empty.
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    /// A header that may appear once (Call-ID, To, From, CSeq, Max-Forwards, Content-Length)
+    /// appears more often.
+    #[error("more than one {0} header")]
+    MultipleValues(&'static str),
+    /// A CSeq that is not `number method` with a number that fits 32 bits.
+    #[error("malformed CSeq")]
+    BadCSeq,
+    /// The CSeq method differs from the request method.
+    #[error("CSeq method differs from the request method")]
+    CSeqMismatch,
+    /// A Max-Forwards that is not a number from 0 to 255.
+    #[error("malformed Max-Forwards")]
+    BadMaxForwards,
+    /// A Via value that is not a list of well-formed `via-parm`s.
+    #[error("malformed Via")]
+    BadVia,
+    /// A To or From that is not a `name-addr` or `addr-spec` (say, an unclosed quote).
+    #[error("malformed {0} address")]
+    BadAddress(&'static str),
+    /// The input ends before the empty line that closes the head.
+    #[error("truncated message")]
+    Truncated,
+    /// Longer than [`MAX_MESSAGE_BYTES`].
+    #[error("message longer than {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+}
+
+/// How a caller counts a rejected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejected {
+    /// A SIP response: a scanner answering us, or a reflection.
+    Response,
+    /// Not SIP at all, or empty (a keep-alive).
+    NotSip,
+    /// Meant as a SIP request, but malformed.
+    Malformed,
+}
+
+impl ParseError {
+    /// Which of the three counters this rejection belongs to.
+    pub fn kind(&self) -> Rejected {
+        match self {
+            ParseError::Response => Rejected::Response,
+            ParseError::NotSip | ParseError::Empty => Rejected::NotSip,
+            _ => Rejected::Malformed,
+        }
+    }
+}
+
+/// Parses the SIP request at the start of `bytes` (a datagram, or one message framed by
+/// [`frame::Framer`]).
+///
+/// Requires a request line `Method SP Request-URI SP SIP/2.0` whose URI has no white space or
+/// angle brackets; Via, From, To, Call-ID and CSeq (a 32-bit number and the request's method);
+/// at most one Call-ID, To, From, CSeq, Max-Forwards (0 to 255) and Content-Length; well-formed
+/// Via values and To/From addresses; a Content-Length no larger than what follows the head.
+///
+/// Accepted although RFC 4475 calls them invalid, as it allows a liberal receiver to: headers
+/// escaped into the Request-URI (§3.1.2.11), a Date not in GMT (§3.1.2.12), a Contact URI with
+/// `?` outside angle brackets (§3.1.2.13), white space inside To/From angle brackets
+/// (§3.1.2.14) and unquoted display names with non-token characters (§3.1.2.15). A honeypot
+/// wants to record such probes, and none of them changes what we extract.
+pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError::TooLarge);
+    }
+    let skipped = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(ParseError::Empty)?;
+    let msg = bytes.get(skipped..).unwrap_or_default();
+
+    let (first_line, head_start) = match find(msg, b'\n') {
+        Some(lf) => (strip_cr(msg.get(..lf).unwrap_or_default()), Some(lf + 1)),
+        None => (msg, None),
+    };
+    let (method, uri, version) = request_line(first_line)?;
+    let head_start = head_start.ok_or(ParseError::Truncated)?;
+
+    let mut reader = HeadReader::new(bytes, skipped + head_start, 2);
+    let mut headers = Vec::with_capacity(USUAL_HEADERS);
+    let mut seen = Seen::default();
+    while let Some(raw) = reader.next_header().map_err(|e| match e {
+        HeadError::Truncated => ParseError::Truncated,
+        HeadError::NoColon { line } => ParseError::HeaderWithoutColon { line },
+        HeadError::BadName { line } => ParseError::BadHeaderName { line },
+    })? {
+        if headers.len() == MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
+        }
+        seen.note(classify(raw.name), headers.len());
+        headers.push(header(raw).ok_or(ParseError::BadHeaderName { line: raw.line })?);
+    }
+    let body_start = reader.pos();
+    let after_head = bytes.get(body_start..).unwrap_or_default();
+
+    seen.check_counts()?;
+    let value = |slot: Slot| {
+        slot.first
+            .and_then(|i| headers.get(i))
+            .map(|h| h.value.as_ref())
+    };
+    let body = match value(seen.content_length) {
+        None => after_head,
+        Some(cl) => {
+            let n = lex::decimal(cl.as_bytes())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(ParseError::BadContentLength)?;
+            after_head
+                .get(..n)
+                .ok_or(ParseError::ContentLengthMismatch)?
+        }
+    };
+    if seen.via == 0 {
+        return Err(ParseError::MissingHeader("Via"));
+    }
+    let from = value(seen.from).ok_or(ParseError::MissingHeader("From"))?;
+    let to = value(seen.to).ok_or(ParseError::MissingHeader("To"))?;
+    let call_id = value(seen.call_id).ok_or(ParseError::MissingHeader("Call-ID"))?;
+    let cseq = value(seen.cseq).ok_or(ParseError::MissingHeader("CSeq"))?;
+    if call_id.is_empty() {
+        return Err(ParseError::MissingHeader("Call-ID"));
+    }
+    check_cseq(cseq, method)?;
+    if let Some(mf) = value(seen.max_forwards) {
+        lex::decimal(mf.as_bytes())
+            .filter(|&n| n <= 255)
+            .ok_or(ParseError::BadMaxForwards)?;
+    }
+    addr::name_addr(from).ok_or(ParseError::BadAddress("From"))?;
+    addr::name_addr(to).ok_or(ParseError::BadAddress("To"))?;
+    let vias = headers
+        .iter()
+        .filter(|h| classify_str(h.name) == Class::Via);
+    for via in vias {
+        if !via::is_valid(&via.value) {
+            return Err(ParseError::BadVia);
+        }
+    }
+
+    Ok(Request {
+        method,
+        uri,
+        version,
+        headers,
+        len: body_start + body.len(),
+        body,
+    })
+}
+
+/// Splits and checks the request line, or says what the first line is instead.
+fn request_line(line: &[u8]) -> Result<(&str, &str, &str), ParseError> {
+    if starts_with_ci(line, b"SIP/") {
+        return Err(ParseError::Response);
+    }
+    let Some(sp) = find(line, b' ') else {
+        return Err(ParseError::NotSip);
+    };
+    let (method, rest) = line.split_at_checked(sp).unwrap_or_default();
+    let rest = rest.get(1..).unwrap_or_default();
+    let last_sp = rest.iter().rposition(|&b| b == b' ');
+    let (uri, version) = match last_sp {
+        Some(i) => (
+            rest.get(..i).unwrap_or_default(),
+            rest.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&b""[..], rest),
+    };
+    if !starts_with_ci(version, b"SIP/") {
+        // Maybe trailing white space after a real version; otherwise this is not SIP.
+        let sip_anywhere = line.windows(5).any(|w| w.eq_ignore_ascii_case(b" SIP/"));
+        return Err(if sip_anywhere {
+            ParseError::BadRequestLine
+        } else {
+            ParseError::NotSip
+        });
+    }
+    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+        let number = version.get(4..).unwrap_or_default();
+        let well_formed = number
+            .split(|&b| b == b'.')
+            .map(|part| !part.is_empty() && part.iter().all(u8::is_ascii_digit))
+            .eq([true, true]);
+        return Err(if well_formed {
+            ParseError::UnsupportedVersion
+        } else {
+            ParseError::BadRequestLine
+        });
+    }
+    if method.is_empty() || !method.iter().copied().all(is_token) {
+        return Err(ParseError::BadRequestLine);
+    }
+    let uri_ok = !uri.is_empty()
+        && uri
+            .iter()
+            .all(|&b| b > b' ' && b != 0x7f && b != b'<' && b != b'>');
+    if !uri_ok {
+        return Err(ParseError::BadRequestLine);
+    }
+    let text = |b| std::str::from_utf8(b).map_err(|_| ParseError::BadRequestLine);
+    Ok((text(method)?, text(uri)?, text(version)?))
+}
+
+/// The header with its value trimmed and, where needed, unfolded or made valid UTF-8. `None` if
+/// the name is not UTF-8, which a token always is.
+fn header(raw: RawHeader<'_>) -> Option<Header<'_>> {
+    let name = std::str::from_utf8(raw.name).ok()?;
+    let value = if raw.folded {
+        Cow::Owned(head::unfold(raw.value))
+    } else {
+        String::from_utf8_lossy(trim(raw.value))
+    };
+    Some(Header { name, value })
+}
+
+/// `number LWS method`, the number fitting 32 bits, the method the request's own.
+fn check_cseq(cseq: &str, method: &str) -> Result<(), ParseError> {
+    let (number, cseq_method) = cseq
+        .split_once([' ', '\t'])
+        .ok_or(ParseError::BadCSeq)?;
+    let cseq_method = lex::trim_str(cseq_method);
+    lex::decimal(number.as_bytes())
+        .filter(|&n| u32::try_from(n).is_ok())
+        .ok_or(ParseError::BadCSeq)?;
+    if cseq_method.is_empty() || !cseq_method.bytes().all(is_token) {
+        return Err(ParseError::BadCSeq);
+    }
+    if cseq_method != method {
+        return Err(ParseError::CSeqMismatch);
+    }
+    Ok(())
+}
+
+/// The headers the parser itself looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Via,
+    CallId,
+    To,
+    From,
+    CSeq,
+    MaxForwards,
+    ContentLength,
+    Other,
+}
+
+/// Classifies a header name, long or compact, in any case.
+fn classify(name: &[u8]) -> Class {
+    let is = |long: &str| name.eq_ignore_ascii_case(long.as_bytes());
+    match name {
+        [c] => match c.to_ascii_lowercase() {
+            b'v' => Class::Via,
+            b'i' => Class::CallId,
+            b't' => Class::To,
+            b'f' => Class::From,
+            b'l' => Class::ContentLength,
+            _ => Class::Other,
+        },
+        _ if is("Via") => Class::Via,
+        _ if is("To") => Class::To,
+        _ if is("From") => Class::From,
+        _ if is("CSeq") => Class::CSeq,
+        _ if is("Call-ID") => Class::CallId,
+        _ if is("Max-Forwards") => Class::MaxForwards,
+        _ if is("Content-Length") => Class::ContentLength,
+        _ => Class::Other,
+    }
+}
+
+fn classify_str(name: &str) -> Class {
+    classify(name.as_bytes())
+}
+
+/// Where a single-valued header was first seen and how often.
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    first: Option<usize>,
+    count: u8,
+}
+
+impl Slot {
+    fn note(&mut self, index: usize) {
+        self.first.get_or_insert(index);
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+/// What the parser has seen of the headers it checks, gathered in the one pass over the head.
+#[derive(Debug, Default)]
+struct Seen {
+    via: usize,
+    call_id: Slot,
+    to: Slot,
+    from: Slot,
+    cseq: Slot,
+    max_forwards: Slot,
+    content_length: Slot,
+}
+
+impl Seen {
+    fn note(&mut self, class: Class, index: usize) {
+        match class {
+            Class::Via => self.via += 1,
+            Class::CallId => self.call_id.note(index),
+            Class::To => self.to.note(index),
+            Class::From => self.from.note(index),
+            Class::CSeq => self.cseq.note(index),
+            Class::MaxForwards => self.max_forwards.note(index),
+            Class::ContentLength => self.content_length.note(index),
+            Class::Other => {}
+        }
+    }
+
+    fn check_counts(&self) -> Result<(), ParseError> {
+        let singles = [
+            (self.call_id, "Call-ID"),
+            (self.to, "To"),
+            (self.from, "From"),
+            (self.cseq, "CSeq"),
+            (self.max_forwards, "Max-Forwards"),
+            (self.content_length, "Content-Length"),
+        ];
+        match singles.iter().find(|(slot, _)| slot.count > 1) {
+            Some((_, name)) => Err(ParseError::MultipleValues(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The long name of a compact header name (RFC 3261 §7.3.3 and the extensions that added more),
+/// in any case.
+fn long_name(compact: u8) -> Option<&'static str> {
+    Some(match compact.to_ascii_lowercase() {
+        b'a' => "Accept-Contact",      // RFC 3841
+        b'b' => "Referred-By",         // RFC 3892
+        b'c' => "Content-Type",        // RFC 3261
+        b'd' => "Request-Disposition", // RFC 3841
+        b'e' => "Content-Encoding",    // RFC 3261
+        b'f' => "From",                // RFC 3261
+        b'i' => "Call-ID",             // RFC 3261
+        b'j' => "Reject-Contact",      // RFC 3841
+        b'k' => "Supported",           // RFC 3261
+        b'l' => "Content-Length",      // RFC 3261
+        b'm' => "Contact",             // RFC 3261
+        b'n' => "Identity-Info",       // RFC 4474
+        b'o' => "Event",               // RFC 6665
+        b'r' => "Refer-To",            // RFC 3515
+        b's' => "Subject",             // RFC 3261
+        b't' => "To",                  // RFC 3261
+        b'u' => "Allow-Events",        // RFC 6665
+        b'v' => "Via",                 // RFC 3261
+        b'x' => "Session-Expires",     // RFC 4028
+        b'y' => "Identity",            // RFC 8224
+        _ => return None,
+    })
+}
+
+/// A header name in its long form, if it is a known compact one.
+fn canonical(name: &str) -> &str {
+    match name.as_bytes() {
+        [c] => long_name(*c).unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// Whether two header names mean the same header: ignoring case, compact equal to long.
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    canonical(a).eq_ignore_ascii_case(canonical(b))
+}
+
+impl<'a> Request<'a> {
+    /// The first value of the header `name` (long or compact, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| same_header_name(h.name, name))
+            .map(|h| h.value.as_ref())
+    }
+
+    /// Every value of the header `name` (long or compact, any case), in order. A header sent as
+    /// several fields (as Via often is) yields each field's value; a comma-separated list in one
+    /// field stays one value.
+    pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> {
+        self.headers
+            .iter()
+            .filter(move |h| same_header_name(h.name, name))
+            .map(|h| h.value.as_ref())
+    }
+
+    /// The number the request is aimed at: the user part of the To URI (`sip:`, `sips:` or
+    /// `tel:`), else of the Request-URI; `None` if neither has one. URI parameters and a password
+    /// are cut off, a leading `+` and %-escapes are kept as sent.
+    pub fn called_number(&self) -> Option<&str> {
+        self.header("To")
+            .and_then(addr::name_addr)
+            .and_then(|to| addr::uri_user(to.uri))
+            .or_else(|| addr::uri_user(self.uri))
+    }
+
+    /// The User-Agent value; `None` if absent or empty.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.header("User-Agent").filter(|ua| !ua.is_empty())
+    }
+
+    /// Whether the To header already carries a `tag` (the request is inside a dialog).
+    pub fn to_has_tag(&self) -> bool {
+        self.header("To")
+            .and_then(addr::name_addr)
+            .is_some_and(|to| addr::has_tag(to.params))
+    }
+}

@@ -1,0 +1,159 @@
+//! The SQLite database: upstream's `honey` table exactly (so existing databases and tools keep
+//! working), plus tables of our own: the node id, and per-address / per-number summaries that
+//! make the API's lookups and full lists index scans instead of aggregations over every event.
+//!
+//! One writer (`Writer`, owned by the sqlite output's thread) and a small pool of read-only
+//! connections for the API (`ReadPool`). WAL lets them run side by side.
+
+mod read;
+mod write;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use uuid::Uuid;
+
+pub use read::{ListKind, ReadPool};
+pub use write::Writer;
+
+/// How long a connection waits for a lock before giving up; the writer holds it only per batch.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upstream's schema, verbatim.
+const UPSTREAM_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT, event_uuid TEXT,
+  collected_method TEXT, source_ip TEXT, called_number TEXT, transport_type TEXT, method TEXT,
+  user_agent TEXT, sip_message TEXT, created_by_node_id TEXT,
+  created_at DATETIME DEFAULT(STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')));
+CREATE INDEX IF NOT EXISTS source_ip_index ON honey (source_ip);
+CREATE INDEX IF NOT EXISTS called_number_index ON honey (called_number);
+CREATE INDEX IF NOT EXISTS event_uuid_index ON honey (event_uuid);
+";
+
+/// Our additions. Never rename or drop anything of upstream's.
+const OUR_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sentrypeer_node (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sentrypeer_ip_addresses (ip_address TEXT PRIMARY KEY NOT NULL,
+  seen_last TEXT NOT NULL, seen_count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sentrypeer_ip_addresses_seen_last ON sentrypeer_ip_addresses (seen_last);
+CREATE TABLE IF NOT EXISTS sentrypeer_numbers (called_number TEXT PRIMARY KEY NOT NULL,
+  seen_last TEXT NOT NULL, seen_count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sentrypeer_numbers_seen_last ON sentrypeer_numbers (seen_last);
+CREATE TABLE IF NOT EXISTS sentrypeer_summary_state (id INTEGER PRIMARY KEY CHECK (id = 1),
+  last_honey_id INTEGER NOT NULL);
+";
+
+/// The bare IP of a `source_ip` value, also for upstream's `IP:PORT` and `[IPv6]:PORT` rows.
+const NORMALISED_IP_SQL: &str = "CASE
+  WHEN source_ip LIKE '[%]:%' THEN substr(source_ip, 2, instr(source_ip, ']') - 2)
+  WHEN source_ip LIKE '%.%:%' THEN substr(source_ip, 1, instr(source_ip, ':') - 1)
+  ELSE source_ip END";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database holds a node id that is not a UUID: {0}")]
+    BadNodeId(String),
+}
+
+/// What opening the database found.
+#[derive(Debug)]
+pub struct Opened {
+    pub writer: Writer,
+    pub node_id: Uuid,
+    /// Upstream-written events folded into the summaries on this open.
+    pub summarised: u64,
+}
+
+/// Opens (creating if needed) the database, applies our schema, brings the summaries up to
+/// date with any rows written by someone else (upstream), and returns the writer and node id.
+pub fn open(path: &Path) -> Result<Opened, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // In WAL, NORMAL loses nothing on a process crash, only possibly the last commits on power loss.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(UPSTREAM_SCHEMA)?;
+    conn.execute_batch(OUR_SCHEMA)?;
+    let node_id = node_id(&conn)?;
+    let summarised = catch_up_summaries(&conn)?;
+    Ok(Opened {
+        writer: Writer::new(conn)?,
+        node_id,
+        summarised,
+    })
+}
+
+/// The node id, generated on first open and kept.
+fn node_id(conn: &Connection) -> Result<Uuid, StoreError> {
+    let existing: Option<String> = conn
+        .query_row("SELECT node_id FROM sentrypeer_node WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    match existing {
+        Some(s) => Uuid::parse_str(&s).map_err(|_| StoreError::BadNodeId(s)),
+        None => {
+            let id = Uuid::new_v4();
+            conn.execute(
+                "INSERT INTO sentrypeer_node (id, node_id) VALUES (1, ?1)",
+                [id.hyphenated().to_string()],
+            )?;
+            Ok(id)
+        }
+    }
+}
+
+/// Folds `honey` rows past the summaries' watermark into them; returns how many rows.
+fn catch_up_summaries(conn: &Connection) -> Result<u64, StoreError> {
+    let watermark: i64 = conn
+        .query_row("SELECT last_honey_id FROM sentrypeer_summary_state WHERE id = 1", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let (max_id, pending): (Option<i64>, i64) = conn.query_row(
+        "SELECT max(honey_id), count(*) FROM honey WHERE honey_id > ?1",
+        [watermark],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let Some(max_id) = max_id else { return Ok(0) };
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        &format!(
+            "INSERT INTO sentrypeer_ip_addresses (ip_address, seen_last, seen_count)
+             SELECT ip, max(ts), count(*) FROM (SELECT {NORMALISED_IP_SQL} AS ip, coalesce(event_timestamp, '') AS ts
+               FROM honey WHERE honey_id > ?1 AND honey_id <= ?2 AND source_ip IS NOT NULL) GROUP BY ip
+             ON CONFLICT(ip_address) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+               seen_count = seen_count + excluded.seen_count"
+        ),
+        [watermark, max_id],
+    )?;
+    tx.execute(
+        "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count)
+         SELECT called_number, max(coalesce(event_timestamp, '')), count(*) FROM honey
+           WHERE honey_id > ?1 AND honey_id <= ?2 AND called_number IS NOT NULL GROUP BY called_number
+         ON CONFLICT(called_number) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+           seen_count = seen_count + excluded.seen_count",
+        [watermark, max_id],
+    )?;
+    set_watermark(&tx, max_id)?;
+    tx.commit()?;
+    Ok(pending as u64)
+}
+
+fn set_watermark(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sentrypeer_summary_state (id, last_honey_id) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET last_honey_id = excluded.last_honey_id",
+        [id],
+    )?;
+    Ok(())
+}
+
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}

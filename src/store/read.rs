@@ -1,0 +1,138 @@
+//! Read-only queries for the API, on a small pool of connections. Full lists are produced in
+//! chunks so that the API can stream them without holding the whole answer in memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+/// Idle read connections kept for reuse; more are opened under load and closed afterwards.
+const MAX_IDLE_CONNECTIONS: usize = 8;
+/// A streamed list is handed over in chunks of about this many bytes.
+const LIST_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Which full list to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    IpAddresses,
+    Numbers,
+}
+
+impl ListKind {
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            ListKind::IpAddresses => (
+                "SELECT count(*) FROM sentrypeer_ip_addresses",
+                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses ORDER BY seen_last DESC",
+            ),
+            ListKind::Numbers => (
+                "SELECT count(*) FROM sentrypeer_numbers",
+                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers ORDER BY seen_last DESC",
+            ),
+        }
+    }
+
+    /// (total key, list key, item key) as upstream names them.
+    fn keys(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            ListKind::IpAddresses => ("ip_addresses_total", "ip_addresses", "ip_address"),
+            ListKind::Numbers => ("called_numbers_total", "called_numbers", "called_number"),
+        }
+    }
+}
+
+/// Read-only connections to the database, reused across requests.
+#[derive(Debug)]
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => super::open_read_only(&self.path)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
+        }
+        out
+    }
+
+    /// Whether this address was ever seen.
+    pub fn ip_seen(&self, ip: &str) -> rusqlite::Result<bool> {
+        self.with(|c| {
+            c.prepare_cached("SELECT 1 FROM sentrypeer_ip_addresses WHERE ip_address = ?1")?
+                .exists([ip])
+        })
+    }
+
+    /// Whether this number was ever called.
+    pub fn number_seen(&self, number: &str) -> rusqlite::Result<bool> {
+        self.with(|c| {
+            c.prepare_cached("SELECT 1 FROM sentrypeer_numbers WHERE called_number = ?1")?
+                .exists([number])
+        })
+    }
+
+    /// Produces the whole list as upstream's JSON document, newest first, in chunks handed to
+    /// `emit`; stops early when `emit` returns false (the client went away).
+    pub fn write_list(&self, kind: ListKind, mut emit: impl FnMut(Vec<u8>) -> bool) -> rusqlite::Result<()> {
+        self.with(|c| {
+            let (count_sql, list_sql) = kind.sql();
+            let (total_key, list_key, item_key) = kind.keys();
+            // One read transaction, so the total and the list agree.
+            c.execute_batch("BEGIN")?;
+            let result = (|| {
+                let total: i64 = c.query_row(count_sql, [], |r| r.get(0))?;
+                let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
+                buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
+                let mut stmt = c.prepare_cached(list_sql)?;
+                let mut rows = stmt.query([])?;
+                let mut first = true;
+                while let Some(row) = rows.next()? {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    let value: String = row.get(0)?;
+                    let seen_last: String = row.get(1)?;
+                    let count: i64 = row.get(2)?;
+                    buf.extend_from_slice(b"{\"");
+                    buf.extend_from_slice(item_key.as_bytes());
+                    buf.extend_from_slice(b"\":");
+                    push_json_str(&mut buf, &value);
+                    buf.extend_from_slice(b",\"seen_last\":");
+                    push_json_str(&mut buf, &seen_last);
+                    buf.extend_from_slice(format!(",\"seen_count\":\"{count}\"}}").as_bytes());
+                    if buf.len() >= LIST_CHUNK_BYTES && !emit(std::mem::take(&mut buf)) {
+                        return Ok(());
+                    }
+                }
+                buf.extend_from_slice(b"]}");
+                emit(buf);
+                Ok(())
+            })();
+            let _ = c.execute_batch("COMMIT");
+            result
+        })
+    }
+}
+
+fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}

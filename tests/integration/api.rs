@@ -1,0 +1,109 @@
+//! The REST API answers as upstream's does, headers and shapes included.
+
+use crate::harness::*;
+
+fn probe(node: &Node, number: &str, agent: &str, n: u64) {
+    node.send_udp(&options(number, agent, n));
+}
+
+#[test]
+fn every_endpoint_answers_with_upstreams_shapes_and_headers() {
+    let node = Node::start(&[]);
+    probe(&node, "+441234567890", "a", 1);
+    probe(&node, "100", "b", 2);
+    probe(&node, "100", "c", 3);
+    node.wait_rows(3);
+
+    let r = node.get("/health-check");
+    assert_eq!(r.status, 200);
+    for (h, v) in [("access-control-allow-origin", "*"), ("x-powered-by", "SentryPeer"), ("content-type", "application/json")] {
+        assert_eq!(r.header(h), Some(v), "{h}");
+    }
+    assert_eq!(r.header("x-sentrypeer-version"), Some(env!("CARGO_PKG_VERSION")));
+    let v = r.json();
+    assert_eq!(v["status"], "OK");
+    assert_eq!(v["message"], "Hello from SentryPeer!");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    for spelling in ["/ip-addresses/127.0.0.1", "/ip-address/127.0.0.1"] {
+        let r = node.get(spelling);
+        assert_eq!(r.status, 200, "{spelling}");
+        assert_eq!(r.json(), serde_json::json!({"bad_actor_found": "127.0.0.1"}));
+    }
+    let r = node.get("/ip-addresses/192.0.2.55");
+    assert_eq!((r.status, r.json()), (404, serde_json::json!({"message": "No bad actor found"})));
+    let r = node.get("/ip-addresses/not-an-ip");
+    assert_eq!((r.status, r.json()), (400, serde_json::json!({"error": "The request data was invalid"})));
+    assert_eq!(r.header("x-powered-by"), Some("SentryPeer"));
+
+    let r = node.get("/numbers/100");
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({"phone_number_found": "100"})));
+    let r = node.get("/numbers/+441234567890");
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({"phone_number_found": "+441234567890"})));
+    let r = node.get("/numbers/999");
+    assert_eq!((r.status, r.json()), (404, serde_json::json!({"message": "No phone number found"})));
+
+    let r = node.get("/numbers");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["called_numbers_total"], 2);
+    let list = v["called_numbers"].as_array().unwrap();
+    let hundred = list.iter().find(|e| e["called_number"] == "100").unwrap();
+    assert_eq!(hundred["seen_count"], "2");
+    assert_eq!(hundred["seen_last"].as_str().unwrap().len(), 29);
+
+    let v = node.get("/ip-addresses").json();
+    assert_eq!(v["ip_addresses_total"], 1);
+    assert_eq!(v["ip_addresses"][0]["ip_address"], "127.0.0.1");
+    assert_eq!(v["ip_addresses"][0]["seen_count"], "3");
+
+    let r = node.get("/nope");
+    assert_eq!((r.status, r.json()), (404, serde_json::json!({"error": "The requested resource could not be found."})));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+#[test]
+fn other_methods_get_405_with_allow() {
+    let node = Node::start(&[]);
+    for path in ["/health-check", "/numbers", "/ip-addresses/127.0.0.1"] {
+        let r = http(node.api[0], "POST", path);
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert_eq!(r.header("x-powered-by"), Some("SentryPeer"));
+    }
+    assert_eq!(http(node.api[0], "DELETE", "/numbers/100").status, 405);
+}
+
+#[test]
+fn lists_are_newest_first_and_stream_a_large_answer() {
+    let node = Node::start(&[]);
+    for i in 0..3000u64 {
+        probe(&node, &format!("9{i:05}"), "x", i);
+        if i % 500 == 499 {
+            node.wait_rows(i as i64 + 1);
+        }
+    }
+    node.wait_rows(3000);
+    let r = node.get("/numbers");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a large list is streamed");
+    let v = r.json();
+    assert_eq!(v["called_numbers_total"], 3000);
+    let list = v["called_numbers"].as_array().unwrap();
+    assert_eq!(list.len(), 3000);
+    let stamps: Vec<&str> = list.iter().map(|e| e["seen_last"].as_str().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "newest first");
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let node = Node::start(&[]);
+    probe(&node, "1", "x", 1);
+    node.wait_rows(1);
+    let r = node.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains("sentrypeer_events_accepted_total 1"), "{text}");
+    assert!(text.contains("sentrypeer_output_written_total{output=\"sqlite\"} 1"), "{text}");
+    assert!(text.contains("sentrypeer_output_dropped_total{output=\"sqlite\"} 0"), "{text}");
+}

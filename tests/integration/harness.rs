@@ -1,0 +1,313 @@
+//! Starts the real binary on loopback with every port 0, learns the bound addresses from its
+//! startup log, and kills it on drop. Waits are polls with a deadline, never sleeps.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the binary may take to start (a cold CI machine).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for something to appear in the database or API.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(15);
+
+pub struct Node {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub api: Vec<SocketAddr>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Options for starting a node.
+pub struct NodeOptions<'a> {
+    pub args: Vec<String>,
+    pub envs: Vec<(&'a str, String)>,
+    /// Listen on loopback for SIP (UDP, TCP, TLS) and the API with port 0.
+    pub loopback_defaults: bool,
+    /// Use this directory (kept by the caller) instead of a fresh one, e.g. to restart a node.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Default for NodeOptions<'_> {
+    fn default() -> Self {
+        Self { args: vec![], envs: vec![], loopback_defaults: true, dir: None }
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sentrypeer")
+}
+
+impl Node {
+    pub fn start(args: &[&str]) -> Node {
+        Node::start_with(NodeOptions { args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+    }
+
+    pub fn start_with(opts: NodeOptions<'_>) -> Node {
+        let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir.path())
+            .env_remove("SENTRYPEER_LOG")
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SENTRYPEER_") {
+                cmd.env_remove(k);
+            }
+        }
+        if opts.loopback_defaults {
+            cmd.args(["--udp-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]);
+            cmd.args(["-f", "sentrypeer.db"]);
+        }
+        cmd.args(&opts.args);
+        for (k, v) in opts.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the sentrypeer binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let ready = line.contains("Ready.");
+                log2.lock().unwrap().push(line);
+                if ready {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let log3 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                log3.lock().unwrap().push(format!("stdout: {line}"));
+            }
+        });
+        let mut node = Node { child: Some(child), dir, udp: vec![], tcp: vec![], tls: vec![], api: vec![], log };
+        if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
+            panic!("sentrypeer did not become ready:\n{}", node.log_text());
+        }
+        for line in node.log.lock().unwrap().iter() {
+            if !line.contains("Listening.") {
+                continue;
+            }
+            let (Some(t), Some(a)) = (field(line, "transport"), field(line, "addr")) else { continue };
+            let addr: SocketAddr = a.parse().unwrap();
+            match t.as_str() {
+                "UDP" => node.udp.push(addr),
+                "TCP" => node.tcp.push(addr),
+                "TLS" => node.tls.push(addr),
+                "API" => node.api.push(addr),
+                _ => {}
+            }
+        }
+        node
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("sentrypeer.db")
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL) and waits for the exit.
+    pub fn signal(&mut self, sig: &str) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid} failed");
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(Instant::now() < deadline, "sentrypeer did not exit:\n{}", self.log_text());
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
+    /// The node's own database, read-only.
+    pub fn db(&self) -> rusqlite::Connection {
+        open_db(&self.db_path())
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Waits until `SELECT count(*) FROM honey` reaches `n`.
+    pub fn wait_rows(&self, n: i64) -> i64 {
+        let mut last = 0;
+        let ok = poll(DEFAULT_WAIT, || {
+            last = self.count("SELECT count(*) FROM honey");
+            last >= n
+        });
+        assert!(ok, "expected {n} rows, have {last}\n{}", self.log_text());
+        last
+    }
+
+    /// A GET against the API.
+    pub fn get(&self, path: &str) -> Response {
+        http(self.api[0], "GET", path)
+    }
+
+    pub fn send_udp(&self, msg: &[u8]) -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(msg, self.udp[0]).unwrap();
+        s
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let r = self.get("/health-check");
+        assert_eq!(r.status, 200);
+        r.json()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.health()["counters"][name].as_u64().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn open_db(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// Polls `f` until it is true or the time is up.
+pub fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::park_timeout(Duration::from_millis(25));
+    }
+}
+
+/// `key=value` from a log line (value up to the next space, quotes stripped).
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = line.get(at..)?;
+    let v = rest.split_whitespace().next()?;
+    Some(v.trim_matches('"').to_string())
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A minimal HTTP/1.1 client (Connection: close; chunked bodies decoded).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response { status, headers, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+pub fn testdata(rel: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../shared/testdata/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// An OPTIONS probe as sipvicious sends it, with a chosen number and agent.
+pub fn options(number: &str, agent: &str, branch: u64) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:{number}@198.51.100.10 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK-{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         To: \"{number}\" <sip:{number}@198.51.100.10>\r\n\
+         From: \"{number}\" <sip:{number}@198.51.100.10>;tag=6{branch}\r\n\
+         User-Agent: {agent}\r\n\
+         Call-ID: {branch}-call\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Accept: application/sdp\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Whether a command is on PATH (the real-tool tests need CI to have installed them).
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Fails loudly when a tool CI must install is missing, instead of passing without testing.
+pub fn require(tool: &str) {
+    assert!(have(tool), "{tool} is not installed: run .ci/run's apt-get step (or apt-get install it)");
+}
