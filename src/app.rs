@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,7 +19,7 @@ use crate::api::{self, ApiState};
 use crate::capture::{self, CaptureContext};
 use crate::config::{Config, ConfigError, Listen};
 use crate::event::Transport;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, WebhookStats};
 use crate::output;
 use crate::pipeline::{OutputStats, PipelineBuilder};
 use crate::store::{self, ReadPool};
@@ -29,10 +29,14 @@ use crate::store::{self, ReadPool};
 const UDP_RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Pending TCP connections the kernel queues for us.
 const TCP_BACKLOG: i32 = 1024;
-/// Events the database queue holds: about half a second at 50,000 probes/s.
-const SQLITE_QUEUE: usize = 32_768;
+/// Events the database queue holds: over a second at 50,000 probes/s, so a checkpoint or a
+/// cold page cache does not cost a probe (about 1 KiB each: 64 MiB at most, only under a flood).
+const SQLITE_QUEUE: usize = 65_536;
 /// Events the other outputs' queues hold.
 const OUTPUT_QUEUE: usize = 16_384;
+/// How long shutdown waits for the WebHook deliverer: its own drain grace plus a margin for a
+/// busy database. Undelivered events stay in the outbox either way.
+const WEBHOOK_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The addresses the node actually bound, by what they serve.
 #[derive(Debug, Default, Clone)]
@@ -47,9 +51,13 @@ pub struct Bound {
 pub struct RunningApp {
     pub bound: Bound,
     pub node_id: Uuid,
+    /// The peer network, when `-p` is on.
+    pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
     cancel: CancellationToken,
     intake: TaskTracker,
     outputs: Vec<JoinHandle<()>>,
+    /// The WebHook deliverer; it ends after the sqlite output (its writer) has.
+    webhook: Option<tokio::task::JoinHandle<()>>,
     counters: Arc<Counters>,
     stats: Arc<Vec<Arc<OutputStats>>>,
 }
@@ -74,13 +82,20 @@ impl RunningApp {
     /// Starts everything; must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         let started = Instant::now();
-        let opened = store::open(&config.db_file).map_err(|e| ConfigError::new("-f (--db-file)", config.db_file.display(), e))?;
+        let opened = store::open(&config.db_file)
+            .map_err(|e| ConfigError::new("-f (--db-file)", config.db_file.display(), e))?;
         if opened.summarised > 0 {
-            tracing::info!(events = opened.summarised, "Indexed events written by another program.");
+            tracing::info!(
+                events = opened.summarised,
+                "Indexed events written by another program."
+            );
         }
         let node_id = opened.node_id;
         let json_log = match &config.json_log {
-            Some(path) => Some(output::json_log::open(path).map_err(|e| ConfigError::new("-l (--json-log-file)", path.display(), e))?),
+            Some(path) => Some(
+                output::json_log::open(path)
+                    .map_err(|e| ConfigError::new("-l (--json-log-file)", path.display(), e))?,
+            ),
             None => None,
         };
         let tls_config = if config.tls.is_empty() {
@@ -93,59 +108,135 @@ impl RunningApp {
             Some(tls)
         };
         if config.webhook.is_some() && !cfg!(feature = "webhook") {
-            return Err(ConfigError::new("-w (--webhook-url)", "…", "this build has no WebHook support (cargo feature `webhook`)").into());
+            return Err(ConfigError::new(
+                "-w (--webhook-url)",
+                "…",
+                "this build has no WebHook support (cargo feature `webhook`)",
+            )
+            .into());
         }
-        if config.peers.is_some() {
-            return Err(ConfigError::new("-p (--peer-to-peer)", "on", "this build has no peer-to-peer support yet").into());
+        if config.peers.is_some() && !cfg!(feature = "p2p") {
+            return Err(ConfigError::new(
+                "-p (--peer-to-peer)",
+                "on",
+                "this build has no peer-to-peer support (cargo feature `p2p`)",
+            )
+            .into());
         }
         let sockets = bind_all(&config)?;
+        let mut writer = opened.writer;
+        let (webhook, webhook_stats) = start_webhook(&config, &mut writer)?;
 
         // Outputs.
         let counters = Arc::new(Counters::default());
         let mut builder = PipelineBuilder::default();
         let mut outputs = Vec::new();
-        let spawn_err = |e: std::io::Error| StartError::Other(anyhow::Error::new(e).context("cannot start an output thread"));
-        outputs.push(output::sqlite::spawn(opened.writer, builder.output("sqlite", SQLITE_QUEUE)).map_err(spawn_err)?);
+        let spawn_err = |e: std::io::Error| {
+            StartError::Other(anyhow::Error::new(e).context("cannot start an output thread"))
+        };
+        outputs.push(
+            output::sqlite::spawn(writer, builder.output("sqlite", SQLITE_QUEUE))
+                .map_err(spawn_err)?,
+        );
         if let Some(out) = json_log {
-            outputs.push(output::json_log::spawn(out, builder.output("json_log", OUTPUT_QUEUE)).map_err(spawn_err)?);
+            outputs.push(
+                output::json_log::spawn(out, builder.output("json_log", OUTPUT_QUEUE))
+                    .map_err(spawn_err)?,
+            );
         }
         if let Some(path) = &config.syslog {
             let s = output::syslog::Syslog::new(path);
-            outputs.push(output::syslog::spawn(s, builder.output("syslog", OUTPUT_QUEUE)).map_err(spawn_err)?);
+            outputs.push(
+                output::syslog::spawn(s, builder.output("syslog", OUTPUT_QUEUE))
+                    .map_err(spawn_err)?,
+            );
         }
         if config.verbose {
-            outputs.push(output::console::spawn(builder.output("console", OUTPUT_QUEUE)).map_err(spawn_err)?);
+            outputs.push(
+                output::console::spawn(builder.output("console", OUTPUT_QUEUE))
+                    .map_err(spawn_err)?,
+            );
         }
+        #[cfg(feature = "p2p")]
+        let peers_queue = config
+            .peers
+            .as_ref()
+            .map(|_| builder.output("peers", OUTPUT_QUEUE));
         let (pipeline, stats) = builder.build();
         let stats = Arc::new(stats);
 
         // Intake.
         let cancel = CancellationToken::new();
         let intake = TaskTracker::new();
-        let cx = Arc::new(CaptureContext::new(pipeline, counters.clone(), node_id, config.responsive, config.server_header.clone()));
+        #[cfg(feature = "p2p")]
+        let p2p = match (config.peers.as_ref(), peers_queue) {
+            (Some(peer_config), Some(queue)) => Some(Arc::new(
+                crate::p2p::start(crate::p2p::Start {
+                    config: peer_config,
+                    db_file: &config.db_file,
+                    pipeline: pipeline.clone(),
+                    queue,
+                    counters: counters.clone(),
+                    store: Arc::new(ReadPool::new(&config.db_file)),
+                    node_id,
+                    cancel: cancel.clone(),
+                    tracker: intake.clone(),
+                })
+                .await?,
+            )),
+            _ => None,
+        };
+        #[cfg(not(feature = "p2p"))]
+        let p2p: Option<Arc<crate::p2p::P2pHandle>> = None;
+        let cx = Arc::new(CaptureContext::new(
+            pipeline,
+            counters.clone(),
+            node_id,
+            config.responsive,
+            config.server_header.clone(),
+        ));
         let mut bound = Bound::default();
         for s in sockets.udp {
             let socket = UdpSocket::from_std(s).context("registering a UDP socket")?;
             let addr = socket.local_addr().context("reading a UDP address")?;
             bound.udp.push(addr);
-            intake.spawn(capture::udp::serve(socket, cx.clone(), cancel.clone()).instrument(tracing::info_span!("udp", %addr)));
+            intake.spawn(
+                capture::udp::serve(socket, cx.clone(), cancel.clone())
+                    .instrument(tracing::info_span!("udp", %addr)),
+            );
         }
         for s in sockets.tcp {
             let listener = TcpListener::from_std(s).context("registering a TCP listener")?;
-            bound.tcp.push(listener.local_addr().context("reading a TCP address")?);
+            bound
+                .tcp
+                .push(listener.local_addr().context("reading a TCP address")?);
             let t = intake.clone();
-            intake.spawn(capture::stream::accept_loop(listener, Transport::Tcp, cx.clone(), cancel.clone(), t, capture::stream::handle_tcp));
+            intake.spawn(capture::stream::accept_loop(
+                listener,
+                Transport::Tcp,
+                cx.clone(),
+                cancel.clone(),
+                t,
+                capture::stream::handle_tcp,
+            ));
         }
         if let Some(tls) = tls_config {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             for s in sockets.tls {
                 let listener = TcpListener::from_std(s).context("registering a TLS listener")?;
-                bound.tls.push(listener.local_addr().context("reading a TLS address")?);
+                bound
+                    .tls
+                    .push(listener.local_addr().context("reading a TLS address")?);
                 let t = intake.clone();
                 let acceptor = acceptor.clone();
-                intake.spawn(capture::stream::accept_loop(listener, Transport::Tls, cx.clone(), cancel.clone(), t, move |s, p, l, cx, c| {
-                    capture::tls::handle(s, p, l, cx, c, acceptor.clone())
-                }));
+                intake.spawn(capture::stream::accept_loop(
+                    listener,
+                    Transport::Tls,
+                    cx.clone(),
+                    cancel.clone(),
+                    t,
+                    move |s, p, l, cx, c| capture::tls::handle(s, p, l, cx, c, acceptor.clone()),
+                ));
             }
         }
         drop(cx);
@@ -156,22 +247,34 @@ impl RunningApp {
                 outputs: stats.clone(),
                 node_id,
                 started,
+                webhook: webhook_stats,
+                p2p: p2p.clone(),
             };
             let router = api::router(state);
             for s in sockets.api {
                 let listener = TcpListener::from_std(s).context("registering the API listener")?;
-                bound.api.push(listener.local_addr().context("reading the API address")?);
+                bound
+                    .api
+                    .push(listener.local_addr().context("reading the API address")?);
                 let c = cancel.clone();
                 let router = router.clone();
                 intake.spawn(async move {
-                    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(c.cancelled_owned()).await {
+                    if let Err(e) = axum::serve(listener, router)
+                        .with_graceful_shutdown(c.cancelled_owned())
+                        .await
+                    {
                         tracing::error!(error = %e, "The API server stopped.");
                     }
                 });
             }
         }
         intake.close();
-        for (transport, addrs) in [("UDP", &bound.udp), ("TCP", &bound.tcp), ("TLS", &bound.tls), ("API", &bound.api)] {
+        for (transport, addrs) in [
+            ("UDP", &bound.udp),
+            ("TCP", &bound.tcp),
+            ("TLS", &bound.tls),
+            ("API", &bound.api),
+        ] {
             for addr in addrs {
                 tracing::info!(%transport, %addr, "Listening.");
             }
@@ -180,9 +283,11 @@ impl RunningApp {
         Ok(RunningApp {
             bound,
             node_id,
+            p2p,
             cancel,
             intake,
             outputs,
+            webhook,
             counters,
             stats,
         })
@@ -200,16 +305,95 @@ impl RunningApp {
             }
         })
         .await;
-        let accepted = self.counters.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
-        let rejected: u64 = self.counters.snapshot().iter().filter(|(k, _)| k.starts_with("rejected_")).map(|(_, v)| v).sum();
+        if let Some(task) = self.webhook {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(WEBHOOK_STOP_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!(
+                    "The WebHook deliverer did not stop in time; its events stay in the outbox."
+                );
+            }
+        }
+        let accepted = self
+            .counters
+            .events_accepted
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let rejected: u64 = self
+            .counters
+            .snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with("rejected_"))
+            .map(|(_, v)| v)
+            .sum();
         let mut summary = String::new();
         for o in self.stats.iter() {
-            let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            summary.push_str(&format!(" {}: written={} dropped={} failed={};", o.name, get(&o.written), get(&o.dropped), get(&o.failed)));
+            let get =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            summary.push_str(&format!(
+                " {}: written={} dropped={} failed={};",
+                o.name,
+                get(&o.written),
+                get(&o.dropped),
+                get(&o.failed)
+            ));
         }
-        let dropped: u64 = self.stats.iter().map(|o| o.dropped.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let dropped: u64 = self
+            .stats
+            .iter()
+            .map(|o| o.dropped.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
         tracing::info!(events_accepted = accepted, rejected, dropped, outputs = %summary.trim(), "Shutdown complete.");
     }
+}
+
+/// The WebHook deliverer's task and its numbers, when enabled.
+type WebhookParts = (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<Arc<WebhookStats>>,
+);
+
+/// Queues every event the writer stores for the WebHook and spawns the deliverer.
+#[cfg(feature = "webhook")]
+fn start_webhook(config: &Config, writer: &mut store::Writer) -> Result<WebhookParts, StartError> {
+    use output::webhook::{self, Deliverer};
+    let Some(w) = &config.webhook else {
+        return Ok((None, None));
+    };
+    let stats = Arc::new(WebhookStats::new(w.outbox_cap));
+    let deliverer = Deliverer::new(w, &config.db_file, stats.clone()).map_err(|e| match e {
+        webhook::StartError::Authorization => StartError::Config(ConfigError::new(
+            "SENTRYPEER_WEBHOOK_AUTHORIZATION",
+            "***",
+            e,
+        )),
+        e => StartError::Other(anyhow::Error::new(e).context("cannot start the WebHook")),
+    })?;
+    let (wake, woken) = tokio::sync::mpsc::channel(1);
+    writer.queue_for_webhook(store::OutboxWriter {
+        cap: w.outbox_cap,
+        wake,
+        stats: stats.clone(),
+    });
+    let endpoint = webhook::endpoint_name(&w.url);
+    tracing::info!(%endpoint, batch = w.batch, outbox_cap = w.outbox_cap, queued = stats.outbox_depth.load(std::sync::atomic::Ordering::Relaxed), "WebHook enabled.");
+    let task = tokio::spawn(
+        deliverer
+            .run(woken)
+            .instrument(tracing::info_span!("webhook", %endpoint)),
+    );
+    Ok((Some(task), Some(stats)))
+}
+
+/// This build has no WebHook (`start` refused a WebHook URL already).
+#[cfg(not(feature = "webhook"))]
+fn start_webhook(
+    _config: &Config,
+    _writer: &mut store::Writer,
+) -> Result<WebhookParts, StartError> {
+    Ok((None, None))
 }
 
 fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
@@ -241,7 +425,11 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
 /// Binds one socket; a default IPv6 address on a host without IPv6 is skipped with a warning.
 fn bind(l: &Listen, option: &str, ty: Type) -> Result<Option<Socket>, ConfigError> {
     let attempt = || -> std::io::Result<Socket> {
-        let proto = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
+        let proto = if ty == Type::DGRAM {
+            Protocol::UDP
+        } else {
+            Protocol::TCP
+        };
         let socket = Socket::new(Domain::for_address(l.addr), ty, Some(proto))?;
         if l.addr.is_ipv6() {
             socket.set_only_v6(true)?;

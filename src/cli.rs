@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Default, Parser)]
 #[command(
@@ -19,7 +19,13 @@ use clap::Parser;
 )]
 pub struct Cli {
     /// SQLite database file [default: ./sentrypeer.db]
-    #[arg(short = 'f', long = "db-file", env = "SENTRYPEER_DB_FILE", value_name = "PATH")]
+    #[arg(
+        short = 'f',
+        long = "db-file",
+        env = "SENTRYPEER_DB_FILE",
+        value_name = "PATH",
+        global = true
+    )]
     pub db_file: Option<PathBuf>,
 
     /// Write the JSON log (env SENTRYPEER_JSON_LOG)
@@ -27,7 +33,12 @@ pub struct Cli {
     pub json_log: bool,
 
     /// JSON log file [default: ./sentrypeer_json.log]; implies -j
-    #[arg(short = 'l', long = "json-log-file", env = "SENTRYPEER_JSON_LOG_FILE", value_name = "PATH")]
+    #[arg(
+        short = 'l',
+        long = "json-log-file",
+        env = "SENTRYPEER_JSON_LOG_FILE",
+        value_name = "PATH"
+    )]
     pub json_log_file: Option<PathBuf>,
 
     /// Share bad actors with peers and receive theirs (env SENTRYPEER_PEER_TO_PEER)
@@ -35,8 +46,43 @@ pub struct Cli {
     pub peer_to_peer: bool,
 
     /// Peer bootstrap node: a multiaddr or HOST:PORT
-    #[arg(short = 'b', long = "bootstrap-node", env = "SENTRYPEER_BOOTSTRAP_NODE", value_name = "HOST")]
+    #[arg(
+        short = 'b',
+        long = "bootstrap-node",
+        env = "SENTRYPEER_BOOTSTRAP_NODE",
+        value_name = "HOST"
+    )]
     pub bootstrap_node: Vec<String>,
+
+    /// Peer-to-peer listen multiaddr (repeatable) [default: /ip4/0.0.0.0/udp/4222/quic-v1 and /ip4/0.0.0.0/tcp/4222]
+    #[arg(
+        long = "p2p-listen",
+        env = "SENTRYPEER_P2P_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub p2p_listen: Vec<String>,
+
+    /// Do not look for peers on the local network with mDNS (env SENTRYPEER_P2P_NO_MDNS)
+    #[arg(long = "p2p-no-mdns")]
+    pub p2p_no_mdns: bool,
+
+    /// Accept peers' events from private and loopback sources: labs and tests only (env SENTRYPEER_P2P_ALLOW_PRIVATE)
+    #[arg(long = "p2p-allow-private")]
+    pub p2p_allow_private: bool,
+
+    /// Seconds a newly met peer is served before it must share events too [default: 21600]
+    #[arg(long = "p2p-grace", env = "SENTRYPEER_P2P_GRACE", value_name = "SECS")]
+    pub p2p_grace: Option<String>,
+
+    /// A peer id always served, sharing or not (repeatable)
+    #[arg(
+        long = "p2p-trusted",
+        env = "SENTRYPEER_P2P_TRUSTED",
+        value_name = "PEERID",
+        value_delimiter = ','
+    )]
+    pub p2p_trusted: Vec<String>,
 
     /// Serve the REST API (env SENTRYPEER_API) [default address: 0.0.0.0:8082]
     #[arg(short = 'a', long = "api")]
@@ -47,24 +93,74 @@ pub struct Cli {
     pub api_listen: Vec<String>,
 
     /// POST every event as JSON to this URL
-    #[arg(short = 'w', long = "webhook-url", env = "SENTRYPEER_WEBHOOK_URL", value_name = "URL")]
+    #[arg(
+        short = 'w',
+        long = "webhook-url",
+        env = "SENTRYPEER_WEBHOOK_URL",
+        value_name = "URL"
+    )]
     pub webhook_url: Option<String>,
 
     /// OAuth 2 client-credentials id for the WebHook bearer token
-    #[arg(short = 'i', long = "oauth2-client-id", env = "SENTRYPEER_OAUTH2_CLIENT_ID", value_name = "ID")]
+    #[arg(
+        short = 'i',
+        long = "oauth2-client-id",
+        env = "SENTRYPEER_OAUTH2_CLIENT_ID",
+        value_name = "ID"
+    )]
     pub oauth2_client_id: Option<String>,
 
     /// OAuth 2 client secret (goes with -i)
-    #[arg(short = 'c', long = "oauth2-client-secret", env = "SENTRYPEER_OAUTH2_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        short = 'c',
+        long = "oauth2-client-secret",
+        env = "SENTRYPEER_OAUTH2_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub oauth2_client_secret: Option<String>,
 
     /// OAuth 2 token URL [default: https://authz.sentrypeer.com/oauth/token]
-    #[arg(long = "oauth2-token-url", env = "SENTRYPEER_OAUTH2_TOKEN_URL", value_name = "URL")]
+    #[arg(
+        long = "oauth2-token-url",
+        env = "SENTRYPEER_OAUTH2_TOKEN_URL",
+        value_name = "URL"
+    )]
     pub oauth2_token_url: Option<String>,
 
     /// OAuth 2 audience [default: https://sentrypeer.com/api]
-    #[arg(long = "oauth2-audience", env = "SENTRYPEER_OAUTH2_AUDIENCE", value_name = "AUDIENCE")]
+    #[arg(
+        long = "oauth2-audience",
+        env = "SENTRYPEER_OAUTH2_AUDIENCE",
+        value_name = "AUDIENCE"
+    )]
     pub oauth2_audience: Option<String>,
+
+    /// Events per WebHook request: 1 POSTs each event's object as upstream does; more POSTs a
+    /// JSON array of up to N events [default: 1]
+    #[arg(
+        long = "webhook-batch",
+        env = "SENTRYPEER_WEBHOOK_BATCH",
+        value_name = "N"
+    )]
+    pub webhook_batch: Option<u64>,
+
+    /// Events the WebHook outbox holds while the endpoint is failing; beyond it the oldest are
+    /// dead-lettered [default: 100000]
+    #[arg(
+        long = "webhook-outbox-cap",
+        env = "SENTRYPEER_WEBHOOK_OUTBOX_CAP",
+        value_name = "N"
+    )]
+    pub webhook_outbox_cap: Option<u64>,
+
+    /// Longest pause between WebHook retries, in seconds (tests shorten it) [default: 300]
+    #[arg(
+        long = "webhook-max-backoff",
+        env = "SENTRYPEER_WEBHOOK_MAX_BACKOFF",
+        value_name = "SECONDS"
+    )]
+    pub webhook_max_backoff: Option<u64>,
 
     /// Answer SIP probes like a PBX (env SENTRYPEER_SIP_RESPONSIVE); otherwise passive
     #[arg(short = 'r', long = "sip-responsive")]
@@ -75,7 +171,12 @@ pub struct Cli {
     pub sip_disable: bool,
 
     /// TLS certificate (PEM) [default: ./cert.pem; generated if it and the key are missing]
-    #[arg(short = 't', long = "cert", env = "SENTRYPEER_CERT", value_name = "PATH")]
+    #[arg(
+        short = 't',
+        long = "cert",
+        env = "SENTRYPEER_CERT",
+        value_name = "PATH"
+    )]
     pub cert: Option<PathBuf>,
 
     /// TLS private key (PEM) [default: ./key.pem]
@@ -83,7 +184,13 @@ pub struct Cli {
     pub key: Option<PathBuf>,
 
     /// SIP over TLS listen address (repeatable) [default: 0.0.0.0:5061 and [::]:5061]
-    #[arg(short = 'z', long = "tls-listen", env = "SENTRYPEER_TLS_LISTEN_ADDRESS", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        short = 'z',
+        long = "tls-listen",
+        env = "SENTRYPEER_TLS_LISTEN_ADDRESS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub tls_listen: Vec<String>,
 
     /// SIP over UDP listen address (repeatable) [default: 0.0.0.0:5060 and [::]:5060]
@@ -95,7 +202,13 @@ pub struct Cli {
     pub tcp_listen: Vec<String>,
 
     /// TOML config file [default: <config dir>/sentrypeer/default-config.toml]
-    #[arg(short = 'g', long = "config-file", env = "SENTRYPEER_CONFIG_FILE", value_name = "PATH")]
+    #[arg(
+        short = 'g',
+        long = "config-file",
+        env = "SENTRYPEER_CONFIG_FILE",
+        value_name = "PATH",
+        global = true
+    )]
     pub config_file: Option<PathBuf>,
 
     /// Disable SIP over TLS (env SENTRYPEER_TLS_DISABLE)
@@ -107,11 +220,19 @@ pub struct Cli {
     pub syslog: bool,
 
     /// Syslog socket [default: /dev/log]
-    #[arg(long = "syslog-socket", env = "SENTRYPEER_SYSLOG_SOCKET", value_name = "PATH")]
+    #[arg(
+        long = "syslog-socket",
+        env = "SENTRYPEER_SYSLOG_SOCKET",
+        value_name = "PATH"
+    )]
     pub syslog_socket: Option<PathBuf>,
 
     /// Server header in SIP replies [default: a common PBX's]
-    #[arg(long = "server-header", env = "SENTRYPEER_SERVER_HEADER", value_name = "TEXT")]
+    #[arg(
+        long = "server-header",
+        env = "SENTRYPEER_SERVER_HEADER",
+        value_name = "TEXT"
+    )]
     pub server_header: Option<String>,
 
     /// Verbose: one line per event on standard output (env SENTRYPEER_VERBOSE)
@@ -125,4 +246,40 @@ pub struct Cli {
     /// Print the version
     #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
     pub version: Option<bool>,
+
+    /// A one-shot command on the database instead of running the node.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands that work on the database (`-f`) and exit; with none, the node runs.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Inspect the WebHook's outbox and dead letters, and replay them
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum WebhookCommand {
+    /// Events waiting in the outbox and in the dead letters
+    Status,
+    /// List dead-lettered events, oldest first
+    DeadLetters {
+        /// Print one JSON object per line instead of a table
+        #[arg(long)]
+        json: bool,
+        /// List at most this many
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Move dead-lettered events back to the outbox; a running node sends them within seconds
+    Replay {
+        /// Replay every dead letter
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Dead-letter ids, as `dead-letters` lists them
+        #[arg(value_name = "ID", required_unless_present = "all")]
+        ids: Vec<i64>,
+    },
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,8 +17,22 @@ pub const DEFAULT_WEBHOOK_URL: &str = "https://sentrypeer.com/api/events";
 pub const DEFAULT_OAUTH2_TOKEN_URL: &str = "https://authz.sentrypeer.com/oauth/token";
 /// Upstream's OAuth 2 audience.
 pub const DEFAULT_OAUTH2_AUDIENCE: &str = "https://sentrypeer.com/api";
+/// Events the WebHook outbox holds by default: about a day of a busy node's probes, a few
+/// hundred MB of JSON at most.
+pub const DEFAULT_WEBHOOK_OUTBOX_CAP: u64 = 100_000;
+/// The most events one WebHook request carries in batch mode: keeps a request well under the
+/// body limits of common receivers (events are about 1 KB).
+pub const MAX_WEBHOOK_BATCH: u64 = 1000;
+/// The longest pause between WebHook retries by default.
+pub const DEFAULT_WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The longest `--webhook-max-backoff` accepted: a day.
+const MAX_WEBHOOK_MAX_BACKOFF_SECS: u64 = 86_400;
 /// What a responsive node calls itself: a common FreePBX/Asterisk build, so probes see a PBX.
 pub const DEFAULT_SERVER_HEADER: &str = "FPBX-16.0.40.7(18.20.2)";
+
+/// Where the peer network listens by default: QUIC on upstream's UDP port, and TCP beside it.
+pub const DEFAULT_P2P_LISTEN: [&str; 2] =
+    ["/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"];
 
 /// An option's value was wrong: names the option and the value.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +44,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(option: impl Into<String>, value: impl fmt::Display, reason: impl fmt::Display) -> Self {
+    pub fn new(
+        option: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl fmt::Display,
+    ) -> Self {
         Self {
             option: option.into(),
             value: value.to_string(),
@@ -87,8 +106,16 @@ struct FileConfig {
     oauth2_client_secret: Option<Secret>,
     oauth2_token_url: Option<String>,
     oauth2_audience: Option<String>,
+    webhook_batch: Option<u64>,
+    webhook_outbox_cap: Option<u64>,
+    webhook_max_backoff: Option<u64>,
     peer_to_peer: Option<bool>,
     bootstrap_node: Option<OneOrMany>,
+    p2p_listen: Option<OneOrMany>,
+    p2p_no_mdns: Option<bool>,
+    p2p_allow_private: Option<bool>,
+    p2p_grace: Option<u64>,
+    p2p_trusted: Option<OneOrMany>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +155,12 @@ pub struct WebhookConfig {
     pub oauth2: Option<OAuth2Config>,
     /// A static `Authorization` header value, when there are no OAuth 2 credentials.
     pub authorization: Option<Secret>,
+    /// Events per request: 1 POSTs the event's object (upstream); more POSTs a JSON array.
+    pub batch: usize,
+    /// Events the outbox holds; beyond it the oldest are dead-lettered.
+    pub outbox_cap: u64,
+    /// The longest pause between retries.
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +175,16 @@ pub struct OAuth2Config {
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub bootstrap: Vec<String>,
+    /// Multiaddrs to listen on (parsed when the node starts).
+    pub listen: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Accept events whose source is private or loopback (labs and tests).
+    pub allow_private: bool,
+    /// How long a newly met peer is served before it must contribute.
+    pub grace: std::time::Duration,
+    /// Peer ids always served, contributing or not.
+    pub trusted: Vec<String>,
 }
 
 /// Everything the node needs, validated.
@@ -182,84 +225,243 @@ impl Config {
     /// environment's on/off switches and the config file.
     pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {
         let file = load_file(cli.config_file.as_deref(), env)?;
-        let on = |flag: bool, var: &str, file: Option<bool>| flag || env.get(var).is_some() || file.unwrap_or(false);
+        let on = |flag: bool, var: &str, file: Option<bool>| {
+            flag || env.get(var).is_some() || file.unwrap_or(false)
+        };
 
         let json_log_file = cli.json_log_file.or(file.json_log_file);
-        let json_log = on(cli.json_log, "SENTRYPEER_JSON_LOG", file.json_log) || json_log_file.is_some();
+        let json_log =
+            on(cli.json_log, "SENTRYPEER_JSON_LOG", file.json_log) || json_log_file.is_some();
         let api_listen = pick(cli.api_listen, file.api_listen);
         let api = on(cli.api, "SENTRYPEER_API", file.api) || !api_listen.is_empty();
         let sip_disable = on(cli.sip_disable, "SENTRYPEER_SIP_DISABLE", file.sip_disable);
         let tls_disable = on(cli.tls_disable, "SENTRYPEER_TLS_DISABLE", file.tls_disable);
 
-        let listen = |option: &str, given: Vec<String>, defaults: &[&str]| -> Result<Vec<Listen>, ConfigError> {
+        let listen = |option: &str,
+                      given: Vec<String>,
+                      defaults: &[&str]|
+         -> Result<Vec<Listen>, ConfigError> {
             if given.is_empty() {
                 Ok(defaults
                     .iter()
                     .filter_map(|d| d.parse::<SocketAddr>().ok())
-                    .map(|addr| Listen { addr, optional: addr.is_ipv6() })
+                    .map(|addr| Listen {
+                        addr,
+                        optional: addr.is_ipv6(),
+                    })
                     .collect())
             } else {
-                given.iter().map(|v| parse_addr(option, v).map(|addr| Listen { addr, optional: false })).collect()
+                given
+                    .iter()
+                    .map(|v| {
+                        parse_addr(option, v).map(|addr| Listen {
+                            addr,
+                            optional: false,
+                        })
+                    })
+                    .collect()
             }
         };
-        let udp = if sip_disable { vec![] } else { listen("--udp-listen", pick(cli.udp_listen, file.udp_listen), &["0.0.0.0:5060", "[::]:5060"])? };
-        let tcp = if sip_disable { vec![] } else { listen("--tcp-listen", pick(cli.tcp_listen, file.tcp_listen), &["0.0.0.0:5060", "[::]:5060"])? };
+        let udp = if sip_disable {
+            vec![]
+        } else {
+            listen(
+                "--udp-listen",
+                pick(cli.udp_listen, file.udp_listen),
+                &["0.0.0.0:5060", "[::]:5060"],
+            )?
+        };
+        let tcp = if sip_disable {
+            vec![]
+        } else {
+            listen(
+                "--tcp-listen",
+                pick(cli.tcp_listen, file.tcp_listen),
+                &["0.0.0.0:5060", "[::]:5060"],
+            )?
+        };
         let tls = if sip_disable || tls_disable {
             vec![]
         } else {
-            listen("--tls-listen (-z)", pick(cli.tls_listen, file.tls_listen_address), &["0.0.0.0:5061", "[::]:5061"])?
+            listen(
+                "--tls-listen (-z)",
+                pick(cli.tls_listen, file.tls_listen_address),
+                &["0.0.0.0:5061", "[::]:5061"],
+            )?
         };
-        let api = if api { listen("--api-listen", api_listen, &["0.0.0.0:8082"])? } else { vec![] };
+        let api = if api {
+            listen("--api-listen", api_listen, &["0.0.0.0:8082"])?
+        } else {
+            vec![]
+        };
 
-        let webhook_url = cli
-            .webhook_url
-            .or(file.webhook_url)
-            .or_else(|| env.get("SENTRYPEER_WEBHOOK").map(|_| DEFAULT_WEBHOOK_URL.to_string()));
+        let webhook_url = cli.webhook_url.or(file.webhook_url).or_else(|| {
+            env.get("SENTRYPEER_WEBHOOK")
+                .map(|_| DEFAULT_WEBHOOK_URL.to_string())
+        });
         let client_id = cli.oauth2_client_id.or(file.oauth2_client_id);
-        let client_secret = cli.oauth2_client_secret.map(Secret).or(file.oauth2_client_secret);
-        let token_url = cli.oauth2_token_url.or(file.oauth2_token_url).unwrap_or_else(|| DEFAULT_OAUTH2_TOKEN_URL.into());
-        let audience = cli.oauth2_audience.or(file.oauth2_audience).unwrap_or_else(|| DEFAULT_OAUTH2_AUDIENCE.into());
+        let client_secret = cli
+            .oauth2_client_secret
+            .map(Secret)
+            .or(file.oauth2_client_secret);
+        let token_url = cli
+            .oauth2_token_url
+            .or(file.oauth2_token_url)
+            .unwrap_or_else(|| DEFAULT_OAUTH2_TOKEN_URL.into());
+        let audience = cli
+            .oauth2_audience
+            .or(file.oauth2_audience)
+            .unwrap_or_else(|| DEFAULT_OAUTH2_AUDIENCE.into());
         let oauth2 = match (client_id, client_secret) {
             (Some(client_id), Some(client_secret)) => {
                 check_url("--oauth2-token-url", &token_url)?;
-                Some(OAuth2Config { client_id, client_secret, token_url, audience })
+                Some(OAuth2Config {
+                    client_id,
+                    client_secret,
+                    token_url,
+                    audience,
+                })
             }
             (None, None) => None,
-            (Some(id), None) => return Err(ConfigError::new("-i (--oauth2-client-id)", id, "needs -c (--oauth2-client-secret) too")),
-            (None, Some(_)) => return Err(ConfigError::new("-c (--oauth2-client-secret)", "***", "needs -i (--oauth2-client-id) too")),
+            (Some(id), None) => {
+                return Err(ConfigError::new(
+                    "-i (--oauth2-client-id)",
+                    id,
+                    "needs -c (--oauth2-client-secret) too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "-c (--oauth2-client-secret)",
+                    "***",
+                    "needs -i (--oauth2-client-id) too",
+                ));
+            }
         };
-        let authorization = env.get("SENTRYPEER_WEBHOOK_AUTHORIZATION").map(Secret).or(file.webhook_authorization);
+        let authorization = env
+            .get("SENTRYPEER_WEBHOOK_AUTHORIZATION")
+            .map(Secret)
+            .or(file.webhook_authorization);
+        let batch = cli.webhook_batch.or(file.webhook_batch).unwrap_or(1);
+        if !(1..=MAX_WEBHOOK_BATCH).contains(&batch) {
+            return Err(ConfigError::new(
+                "--webhook-batch",
+                batch,
+                format_args!("expected 1 to {MAX_WEBHOOK_BATCH} events per request"),
+            ));
+        }
+        let outbox_cap = cli
+            .webhook_outbox_cap
+            .or(file.webhook_outbox_cap)
+            .unwrap_or(DEFAULT_WEBHOOK_OUTBOX_CAP);
+        if outbox_cap == 0 {
+            return Err(ConfigError::new(
+                "--webhook-outbox-cap",
+                outbox_cap,
+                "the outbox must hold at least one event",
+            ));
+        }
+        let max_backoff = match cli.webhook_max_backoff.or(file.webhook_max_backoff) {
+            None => DEFAULT_WEBHOOK_MAX_BACKOFF,
+            Some(s) if (1..=MAX_WEBHOOK_MAX_BACKOFF_SECS).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ConfigError::new(
+                    "--webhook-max-backoff",
+                    s,
+                    format_args!("expected 1 to {MAX_WEBHOOK_MAX_BACKOFF_SECS} seconds"),
+                ));
+            }
+        };
         let webhook = match webhook_url {
             Some(url) => {
                 check_url("-w (--webhook-url)", &url)?;
-                Some(WebhookConfig { url, oauth2, authorization })
+                Some(WebhookConfig {
+                    url,
+                    oauth2,
+                    authorization,
+                    batch: batch as usize,
+                    outbox_cap,
+                    max_backoff,
+                })
             }
             None if oauth2.is_some() => {
-                return Err(ConfigError::new("-i (--oauth2-client-id)", "***", "needs a WebHook URL (-w)"));
+                return Err(ConfigError::new(
+                    "-i (--oauth2-client-id)",
+                    "***",
+                    "needs a WebHook URL (-w)",
+                ));
             }
             None => None,
         };
 
-        let peer_to_peer = on(cli.peer_to_peer, "SENTRYPEER_PEER_TO_PEER", file.peer_to_peer);
+        let peer_to_peer = on(
+            cli.peer_to_peer,
+            "SENTRYPEER_PEER_TO_PEER",
+            file.peer_to_peer,
+        );
         let bootstrap = pick(cli.bootstrap_node, file.bootstrap_node);
-        let peers = peer_to_peer.then_some(PeerConfig { bootstrap });
+        let mut p2p_listen = pick(cli.p2p_listen, file.p2p_listen);
+        if p2p_listen.is_empty() {
+            p2p_listen = DEFAULT_P2P_LISTEN.iter().map(|s| s.to_string()).collect();
+        }
+        let p2p_grace = match cli.p2p_grace {
+            Some(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ConfigError::new("--p2p-grace", &s, "expected a number of seconds"))?,
+            None => file
+                .p2p_grace
+                .unwrap_or(crate::p2p::standing::DEFAULT_GRACE.as_secs()),
+        };
+        let peers = peer_to_peer.then(|| PeerConfig {
+            bootstrap,
+            listen: p2p_listen,
+            mdns: !on(cli.p2p_no_mdns, "SENTRYPEER_P2P_NO_MDNS", file.p2p_no_mdns),
+            allow_private: on(
+                cli.p2p_allow_private,
+                "SENTRYPEER_P2P_ALLOW_PRIVATE",
+                file.p2p_allow_private,
+            ),
+            grace: std::time::Duration::from_secs(p2p_grace),
+            trusted: pick(cli.p2p_trusted, file.p2p_trusted),
+        });
 
-        let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog)
-            .then(|| cli.syslog_socket.or(file.syslog_socket).unwrap_or_else(|| PathBuf::from("/dev/log")));
+        let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog).then(|| {
+            cli.syslog_socket
+                .or(file.syslog_socket)
+                .unwrap_or_else(|| PathBuf::from("/dev/log"))
+        });
 
         Ok(Config {
-            db_file: cli.db_file.or(file.db_file).unwrap_or_else(|| PathBuf::from("./sentrypeer.db")),
-            json_log: json_log.then(|| json_log_file.unwrap_or_else(|| PathBuf::from("./sentrypeer_json.log"))),
+            db_file: cli
+                .db_file
+                .or(file.db_file)
+                .unwrap_or_else(|| PathBuf::from("./sentrypeer.db")),
+            json_log: json_log
+                .then(|| json_log_file.unwrap_or_else(|| PathBuf::from("./sentrypeer_json.log"))),
             api,
             udp,
             tcp,
             tls,
             tls_files: TlsFiles {
-                cert: cli.cert.or(file.cert).unwrap_or_else(|| PathBuf::from("./cert.pem")),
-                key: cli.key.or(file.key).unwrap_or_else(|| PathBuf::from("./key.pem")),
+                cert: cli
+                    .cert
+                    .or(file.cert)
+                    .unwrap_or_else(|| PathBuf::from("./cert.pem")),
+                key: cli
+                    .key
+                    .or(file.key)
+                    .unwrap_or_else(|| PathBuf::from("./key.pem")),
             },
-            responsive: on(cli.sip_responsive, "SENTRYPEER_SIP_RESPONSIVE", file.sip_responsive),
-            server_header: cli.server_header.or(file.server_header).unwrap_or_else(|| DEFAULT_SERVER_HEADER.into()),
+            responsive: on(
+                cli.sip_responsive,
+                "SENTRYPEER_SIP_RESPONSIVE",
+                file.sip_responsive,
+            ),
+            server_header: cli
+                .server_header
+                .or(file.server_header)
+                .unwrap_or_else(|| DEFAULT_SERVER_HEADER.into()),
             syslog,
             verbose: on(cli.verbose, "SENTRYPEER_VERBOSE", file.verbose),
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
@@ -271,19 +473,36 @@ impl Config {
 
 /// The command line's values if any were given, else the file's.
 fn pick(cli: Vec<String>, file: Option<OneOrMany>) -> Vec<String> {
-    if cli.is_empty() { file.map(OneOrMany::into_vec).unwrap_or_default() } else { cli }
+    if cli.is_empty() {
+        file.map(OneOrMany::into_vec).unwrap_or_default()
+    } else {
+        cli
+    }
 }
 
 fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(option, value, "expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060"))
+    value.trim().parse().map_err(|_| {
+        ConfigError::new(
+            option,
+            value,
+            "expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060",
+        )
+    })
 }
 
 fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len() && !url.contains(char::is_whitespace);
-    if ok { Ok(()) } else { Err(ConfigError::new(option, url, "expected an http:// or https:// URL")) }
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "https://".len()
+        && !url.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            option,
+            url,
+            "expected an http:// or https:// URL",
+        ))
+    }
 }
 
 /// The default config file: `$XDG_CONFIG_HOME` or `~/.config`, then `sentrypeer/default-config.toml`.
@@ -306,10 +525,13 @@ fn load_file(given: Option<&Path>, env: &dyn Env) -> Result<FileConfig, ConfigEr
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(FileConfig::default());
+        }
         Err(e) => return Err(ConfigError::new("-g (--config-file)", path.display(), e)),
     };
-    toml::from_str(&text).map_err(|e| ConfigError::new("-g (--config-file)", path.display(), e.message()))
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::new("-g (--config-file)", path.display(), e.message()))
 }
 
 #[cfg(test)]
@@ -325,7 +547,12 @@ mod tests {
         }
     }
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
-        MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
     fn resolve(args: &[&str], e: &MapEnv) -> Result<Config, ConfigError> {
         let mut argv = vec!["sentrypeer"];
@@ -346,7 +573,15 @@ mod tests {
 
     #[test]
     fn an_on_off_variable_set_to_zero_still_switches_on() {
-        let c = resolve(&[], &env(&[("SENTRYPEER_JSON_LOG", "0"), ("SENTRYPEER_API", ""), ("SENTRYPEER_SIP_RESPONSIVE", "0")])).unwrap();
+        let c = resolve(
+            &[],
+            &env(&[
+                ("SENTRYPEER_JSON_LOG", "0"),
+                ("SENTRYPEER_API", ""),
+                ("SENTRYPEER_SIP_RESPONSIVE", "0"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.json_log, Some(PathBuf::from("./sentrypeer_json.log")));
         assert_eq!(c.api[0].addr, "0.0.0.0:8082".parse().unwrap());
         assert!(c.responsive);
@@ -356,7 +591,11 @@ mod tests {
     fn flag_beats_file_and_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "cert = \"c.pem\"\nkey = \"k.pem\"\ntls_listen_address = \"127.0.0.1:7061\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "cert = \"c.pem\"\nkey = \"k.pem\"\ntls_listen_address = \"127.0.0.1:7061\"\n",
+        )
+        .unwrap();
         let p = path.to_str().unwrap();
         let c = resolve(&["-g", p], &env(&[])).unwrap();
         assert_eq!(c.tls[0].addr, "127.0.0.1:7061".parse().unwrap());
@@ -374,17 +613,55 @@ mod tests {
         let e = resolve(&["-g", path.to_str().unwrap()], &env(&[])).unwrap_err();
         assert!(e.option.contains("config-file"), "{e}");
         let e = resolve(&["--udp-listen", "nonsense"], &env(&[])).unwrap_err();
-        assert_eq!(e.to_string(), "invalid value 'nonsense' for --udp-listen: expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060");
+        assert_eq!(
+            e.to_string(),
+            "invalid value 'nonsense' for --udp-listen: expected IP:PORT, such as 0.0.0.0:5060 or [::]:5060"
+        );
     }
 
     #[test]
     fn oauth2_needs_both_halves_and_secrets_never_print() {
         assert!(resolve(&["-w", "http://127.0.0.1:1/x", "-i", "id"], &env(&[])).is_err());
-        let c = resolve(&["-w", "http://127.0.0.1:1/x", "-i", "id", "-c", "hunter2"], &env(&[])).unwrap();
+        let c = resolve(
+            &["-w", "http://127.0.0.1:1/x", "-i", "id", "-c", "hunter2"],
+            &env(&[]),
+        )
+        .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && dbg.contains("***"), "{dbg}");
         let c = resolve(&[], &env(&[("SENTRYPEER_WEBHOOK", "1")])).unwrap();
         assert_eq!(c.webhook.unwrap().url, DEFAULT_WEBHOOK_URL);
+    }
+
+    #[test]
+    fn webhook_delivery_settings_default_sanely_and_are_bounded() {
+        let w = |args: &[&str]| {
+            let mut argv = vec!["-w", "http://127.0.0.1:1/x"];
+            argv.extend_from_slice(args);
+            resolve(&argv, &env(&[])).map(|c| c.webhook.unwrap())
+        };
+        let d = w(&[]).unwrap();
+        assert_eq!(
+            (d.batch, d.outbox_cap, d.max_backoff),
+            (1, 100_000, Duration::from_secs(300))
+        );
+        let c = w(&[
+            "--webhook-batch",
+            "50",
+            "--webhook-outbox-cap",
+            "7",
+            "--webhook-max-backoff",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.batch, c.outbox_cap, c.max_backoff),
+            (50, 7, Duration::from_secs(1))
+        );
+        assert!(w(&["--webhook-batch", "0"]).is_err());
+        assert!(w(&["--webhook-batch", "1001"]).is_err());
+        assert!(w(&["--webhook-outbox-cap", "0"]).is_err());
+        assert!(w(&["--webhook-max-backoff", "0"]).is_err());
     }
 
     #[test]

@@ -76,6 +76,17 @@ pub struct Event {
     pub user_agent: String,
     /// The message exactly as received (non-UTF-8 bytes replaced, as JSON and SQLite TEXT need).
     pub message: String,
+    /// Seen here, or received from a peer.
+    pub origin: Origin,
+}
+
+/// Where an event came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Captured by this node's listeners.
+    Local,
+    /// Received from a peer, named by its peer id.
+    Peer(String),
 }
 
 /// The JSON log object, field for field as upstream writes it (T-Pot parses these names).
@@ -94,6 +105,9 @@ pub struct JsonEvent<'a> {
     pub sip_method: &'a str,
     pub sip_user_agent: &'a str,
     pub sip_message: &'a str,
+    /// Set only for events received from a peer: that peer's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_from_peer: Option<&'a str>,
 }
 
 impl Event {
@@ -112,6 +126,10 @@ impl Event {
             sip_method: &self.method,
             sip_user_agent: &self.user_agent,
             sip_message: &self.message,
+            received_from_peer: match &self.origin {
+                Origin::Local => None,
+                Origin::Peer(p) => Some(p),
+            },
         }
     }
 
@@ -165,7 +183,10 @@ pub(crate) mod tests {
     fn timestamps_are_utc_with_nine_digit_nanoseconds() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
         assert_eq!(format_timestamp(t), "2023-11-14 22:13:20.000000005");
-        assert_eq!(format_timestamp(UNIX_EPOCH), "1970-01-01 00:00:00.000000000");
+        assert_eq!(
+            format_timestamp(UNIX_EPOCH),
+            "1970-01-01 00:00:00.000000000"
+        );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&format_timestamp(leap)[..10], "2000-02-29");
     }
@@ -191,6 +212,7 @@ pub(crate) mod tests {
             method: "OPTIONS".into(),
             user_agent: "friendly-scanner".into(),
             message: "OPTIONS sip:100@x SIP/2.0\r\n\r\n".into(),
+            origin: Origin::Local,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! using the pure `sip` parser) → `pipeline` (one bounded queue per output, never waits) →
 //! `output::*` (database, JSON log, syslog, console, WebHook). `store` owns the database and
 //! the API's queries; `api` serves them. `config` resolves `cli` once; `app` wires it all and
-//! shuts it down in order.
+//! shuts it down in order. `admin` runs the one-shot commands (`sentrypeer webhook ...`).
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod capture;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod output;
+pub mod p2p;
 pub mod pipeline;
 pub mod sip;
 pub mod store;

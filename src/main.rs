@@ -10,12 +10,24 @@ use sentrypeer::config::{Config, ProcessEnv};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
-    let config = match Config::resolve(Cli::parse(), &ProcessEnv) {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let config = match Config::resolve(cli, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return fail(2, &e),
     };
+    if let Some(command) = command {
+        let out = &mut std::io::stdout().lock();
+        return match sentrypeer::admin::run(&command, &config.db_file, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e),
+        };
+    }
     init_logging(config.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(1, &e),
     };
@@ -25,11 +37,16 @@ fn main() -> ExitCode {
             Err(StartError::Config(e)) => return fail(2, &e),
             Err(StartError::Other(e)) => return fail(1, &format!("{e:#}")),
         };
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return fail(1, &"cannot install signal handlers");
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("Shutting down: stopping intake, then draining outputs. A second signal exits at once.");
+        tracing::info!(
+            "Shutting down: stopping intake, then draining outputs. A second signal exits at once."
+        );
         tokio::select! {
             _ = app.shutdown() => ExitCode::SUCCESS,
             _ = term.recv() => ExitCode::from(130),
@@ -45,9 +62,16 @@ fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
 
 fn init_logging(debug: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if debug { "sentrypeer=debug,info" } else { "info" };
-    let filter = EnvFilter::try_from_env("SENTRYPEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let default = if debug {
+        "sentrypeer=debug,info"
+    } else {
+        "info"
+    };
+    let filter =
+        EnvFilter::try_from_env("SENTRYPEER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

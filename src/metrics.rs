@@ -63,3 +63,71 @@ impl Counters {
         ]
     }
 }
+
+/// What the WebHook deliverer reports. The outbox depth is a gauge the writer raises and the
+/// deliverer lowers, recounted from the table now and then (a `webhook replay` run by another
+/// process also changes it).
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// The most events the outbox holds before the oldest are dead-lettered.
+    pub outbox_cap: u64,
+    /// Events the endpoint acknowledged with a 2xx.
+    pub delivered: AtomicU64,
+    /// Event deliveries that failed and were scheduled again (one per event per attempt).
+    pub retried: AtomicU64,
+    /// Events the endpoint refused for good (a 4xx other than 401, 403, 408 and 429).
+    pub dead_lettered: AtomicU64,
+    /// Events pushed out of a full outbox, oldest first.
+    pub dead_lettered_outbox_full: AtomicU64,
+    /// Events waiting in the outbox.
+    pub outbox_depth: AtomicU64,
+    /// Of those, events whose last attempt failed (recounted every few seconds).
+    pub retrying: AtomicU64,
+    /// Requests in flight now.
+    pub in_flight: AtomicU64,
+    /// Failed attempts since the last success: 0 when the endpoint is healthy.
+    pub consecutive_failures: AtomicU64,
+    /// OAuth 2 tokens fetched.
+    pub token_fetches: AtomicU64,
+    /// The last delivery error, without secrets.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WebhookStats {
+    pub fn new(outbox_cap: u64) -> Self {
+        Self {
+            outbox_cap,
+            ..Self::default()
+        }
+    }
+
+    pub fn set_last_error(&self, e: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Every number with its name, for the API and Prometheus.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("delivered", get(&self.delivered)),
+            ("retried", get(&self.retried)),
+            ("dead_lettered", get(&self.dead_lettered)),
+            (
+                "dead_lettered_outbox_full",
+                get(&self.dead_lettered_outbox_full),
+            ),
+            ("outbox_depth", get(&self.outbox_depth)),
+            ("retrying", get(&self.retrying)),
+            ("outbox_cap", self.outbox_cap),
+            ("in_flight", get(&self.in_flight)),
+            ("consecutive_failures", get(&self.consecutive_failures)),
+            ("token_fetches", get(&self.token_fetches)),
+        ]
+    }
+}

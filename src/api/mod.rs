@@ -11,13 +11,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use serde_json::json;
 use futures_util::StreamExt;
+use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::event::APP_VERSION;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListKind, ReadPool};
 
@@ -33,6 +33,10 @@ pub struct ApiState {
     pub outputs: Arc<Vec<Arc<OutputStats>>>,
     pub node_id: Uuid,
     pub started: Instant,
+    /// The WebHook's numbers, when it is enabled.
+    pub webhook: Option<Arc<WebhookStats>>,
+    /// The peer network, when `-p` is on.
+    pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -46,11 +50,20 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::BadRequest => json_response(StatusCode::BAD_REQUEST, &json!({"error": "The request data was invalid"})),
-            ApiError::NotFound => json_response(StatusCode::NOT_FOUND, &json!({"error": "The requested resource could not be found."})),
+            ApiError::BadRequest => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "The request data was invalid"}),
+            ),
+            ApiError::NotFound => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "The requested resource could not be found."}),
+            ),
             ApiError::Internal(e) => {
                 tracing::warn!(error = %e, "API request failed.");
-                json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "Internal server error"}))
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "Internal server error"}),
+                )
             }
         }
     }
@@ -66,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health-check", only_get(get(health_check)))
         .route("/metrics", only_get(get(metrics)))
+        .route("/peers", only_get(get(peers)))
         .route("/ip-addresses", only_get(get(ip_addresses)))
         .route("/ip-addresses/{ip}", only_get(get(ip_address)))
         .route("/ip-address/{ip}", only_get(get(ip_address)))
@@ -79,27 +93,48 @@ pub fn router(state: ApiState) -> Router {
 /// Every other method gets 405 with an `Allow` header (upstream just drops the connection).
 fn only_get(route: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
     route.fallback(|| async {
-        let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "Method not allowed"}));
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "Method not allowed"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         r
     })
 }
 
 async fn common_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert("x-powered-by", HeaderValue::from_static("SentryPeer"));
-    h.insert("x-sentrypeer-version", HeaderValue::from_static(APP_VERSION));
-    h.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+    h.insert(
+        "x-sentrypeer-version",
+        HeaderValue::from_static(APP_VERSION),
+    );
+    h.entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
     r
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn health_check(State(s): State<ApiState>) -> Response {
-    let counters: serde_json::Map<String, serde_json::Value> = s.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    let counters: serde_json::Map<String, serde_json::Value> = s
+        .counters
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
     let outputs: serde_json::Map<String, serde_json::Value> = s
         .outputs
         .iter()
@@ -114,19 +149,84 @@ async fn health_check(State(s): State<ApiState>) -> Response {
             (o.name.to_string(), v)
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "status": "OK",
-            "message": "Hello from SentryPeer!",
-            "version": APP_VERSION,
-            "node_id": s.node_id.hyphenated().to_string(),
-            "uptime_seconds": s.started.elapsed().as_secs(),
-            "counters": counters,
-            "outputs": outputs,
-        }),
-    )
+    let mut body = json!({
+        "status": "OK",
+        "message": "Hello from SentryPeer!",
+        "version": APP_VERSION,
+        "node_id": s.node_id.hyphenated().to_string(),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "counters": counters,
+        "outputs": outputs,
+    });
+    if let Some(w) = &s.webhook {
+        let mut v: serde_json::Map<String, serde_json::Value> = w
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        v.insert("last_error".into(), w.last_error().into());
+        body["webhook"] = v.into();
+    }
+    if let Some(p) = &s.p2p {
+        body["peer_id"] = p.peer_id.clone().into();
+    }
+    json_response(StatusCode::OK, &body)
 }
+
+/// `GET /peers`: this node's peer id and its connected peers, with what each has given and
+/// received and its standing. Without `-p`: `peer_to_peer: false` and no peers.
+async fn peers(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let Some(p) = &s.p2p else {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"peer_to_peer": false, "peer_id": null, "peers_total": 0, "peers": []}),
+        ));
+    };
+    let snapshot = p
+        .snapshot()
+        .await
+        .ok_or_else(|| ApiError::Internal("the peer network is not answering".into()))?;
+    let mut body = serde_json::to_value(snapshot).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["peer_to_peer"] = true.into();
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The WebHook's families: delivery counters, the outbox gauges, dead letters by reason.
+fn webhook_metrics(out: &mut String, w: &WebhookStats) {
+    use std::fmt::Write;
+    let mut values: std::collections::HashMap<&str, u64> = w.snapshot().into_iter().collect();
+    let mut get = |k: &str| values.remove(k).unwrap_or(0);
+    let dead = [
+        ("refused", get("dead_lettered")),
+        ("outbox_full", get("dead_lettered_outbox_full")),
+    ];
+    for (family, kind, key) in [
+        ("delivered_total", "counter", "delivered"),
+        ("retried_total", "counter", "retried"),
+        ("outbox_depth", "gauge", "outbox_depth"),
+        ("retrying", "gauge", "retrying"),
+        ("outbox_capacity", "gauge", "outbox_cap"),
+        ("in_flight", "gauge", "in_flight"),
+        ("consecutive_failures", "gauge", "consecutive_failures"),
+        ("token_fetches_total", "counter", "token_fetches"),
+    ] {
+        let _ = writeln!(
+            out,
+            "# TYPE sentrypeer_webhook_{family} {kind}\nsentrypeer_webhook_{family} {}",
+            get(key)
+        );
+    }
+    let _ = writeln!(out, "# TYPE sentrypeer_webhook_dead_lettered_total counter");
+    for (reason, n) in dead {
+        let _ = writeln!(
+            out,
+            "sentrypeer_webhook_dead_lettered_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+}
+
+/// A per-output metric family: name, Prometheus type, and how to read it.
+type Family = (&'static str, &'static str, fn(&OutputStats) -> u64);
 
 /// Prometheus text format.
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -134,44 +234,76 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(4096);
     for (name, value) in s.counters.snapshot() {
-        let _ = writeln!(out, "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}");
+        let _ = writeln!(
+            out,
+            "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}"
+        );
     }
-    let families: [(&str, &str, fn(&OutputStats) -> u64); 5] = [
+    let families: [Family; 5] = [
         ("output_queue_depth", "gauge", |o| o.depth()),
         ("output_queue_capacity", "gauge", |o| o.capacity as u64),
-        ("output_dropped_total", "counter", |o| o.dropped.load(Relaxed)),
-        ("output_written_total", "counter", |o| o.written.load(Relaxed)),
+        ("output_dropped_total", "counter", |o| {
+            o.dropped.load(Relaxed)
+        }),
+        ("output_written_total", "counter", |o| {
+            o.written.load(Relaxed)
+        }),
         ("output_failed_total", "counter", |o| o.failed.load(Relaxed)),
     ];
     for (family, kind, get) in families {
         let _ = writeln!(out, "# TYPE sentrypeer_{family} {kind}");
         for o in s.outputs.iter() {
-            let _ = writeln!(out, "sentrypeer_{family}{{output=\"{}\"}} {}", o.name, get(o));
+            let _ = writeln!(
+                out,
+                "sentrypeer_{family}{{output=\"{}\"}} {}",
+                o.name,
+                get(o)
+            );
         }
     }
-    let _ = writeln!(out, "# TYPE sentrypeer_uptime_seconds gauge\nsentrypeer_uptime_seconds {}", s.started.elapsed().as_secs());
+    if let Some(w) = &s.webhook {
+        webhook_metrics(&mut out, w);
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE sentrypeer_uptime_seconds gauge\nsentrypeer_uptime_seconds {}",
+        s.started.elapsed().as_secs()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn ip_address(State(s): State<ApiState>, Path(ip): Path<String>) -> Result<Response, ApiError> {
+async fn ip_address(
+    State(s): State<ApiState>,
+    Path(ip): Path<String>,
+) -> Result<Response, ApiError> {
     let ip: IpAddr = ip.parse().map_err(|_| ApiError::BadRequest)?;
     let ip = ip.to_canonical().to_string();
     let found = blocking(move || s.store.ip_seen(&ip).map(|f| (f, ip))).await?;
     Ok(match found {
         (true, ip) => json_response(StatusCode::OK, &json!({"bad_actor_found": ip})),
-        (false, _) => json_response(StatusCode::NOT_FOUND, &json!({"message": "No bad actor found"})),
+        (false, _) => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"message": "No bad actor found"}),
+        ),
     })
 }
 
-async fn number(State(s): State<ApiState>, Path(number): Path<String>) -> Result<Response, ApiError> {
+async fn number(
+    State(s): State<ApiState>,
+    Path(number): Path<String>,
+) -> Result<Response, ApiError> {
     if !is_number(&number) {
         return Err(ApiError::NotFound);
     }
-    let (found, number) = blocking(move || s.store.number_seen(&number).map(|f| (f, number))).await?;
+    let (found, number) =
+        blocking(move || s.store.number_seen(&number).map(|f| (f, number))).await?;
     Ok(if found {
         json_response(StatusCode::OK, &json!({"phone_number_found": number}))
     } else {
-        json_response(StatusCode::NOT_FOUND, &json!({"message": "No phone number found"}))
+        json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"message": "No phone number found"}),
+        )
     })
 }
 
@@ -193,7 +325,9 @@ async fn numbers(State(s): State<ApiState>) -> Result<Response, ApiError> {
 async fn stream_list(s: ApiState, kind: ListKind) -> Result<Response, ApiError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let result = s.store.write_list(kind, |chunk| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok());
+        let result = s.store.write_list(kind, |chunk| {
+            tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
+        });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e.to_string()));
         }
@@ -212,13 +346,18 @@ async fn stream_list(s: ApiState, kind: ListKind) -> Result<Response, ApiError> 
         }
     });
     let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
 }
-

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use uuid::Uuid;
 
-use crate::event::{CollectedMethod, Event, NOT_FOUND, Transport, now_timestamp};
+use crate::event::{CollectedMethod, Event, NOT_FOUND, Origin, Transport, now_timestamp};
 use crate::sip::{self, Rejected, reply::ReplyContext};
 
 /// Settings `inspect` needs.
@@ -54,7 +54,11 @@ pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspect
         timestamp: now_timestamp(),
         uuid: Uuid::new_v4(),
         node_id: cx.node_id,
-        collected_method: if cx.responsive { CollectedMethod::Responsive } else { CollectedMethod::Passive },
+        collected_method: if cx.responsive {
+            CollectedMethod::Responsive
+        } else {
+            CollectedMethod::Passive
+        },
         transport: meta.transport,
         source,
         destination: local,
@@ -62,6 +66,7 @@ pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspect
         method: req.method.to_string(),
         user_agent: req.user_agent().unwrap_or(NOT_FOUND).to_string(),
         message: String::from_utf8_lossy(message).into_owned(),
+        origin: Origin::Local,
     };
     Ok(Inspected { event, replies })
 }
@@ -87,7 +92,11 @@ mod tests {
     }
 
     fn realworld(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../shared/testdata/realworld/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../shared/testdata/realworld/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -114,9 +123,16 @@ mod tests {
 
     #[test]
     fn responses_and_junk_are_rejected_not_recorded() {
-        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(inspect(resp, &meta(), &cx(true)).unwrap_err(), Rejected::Response);
-        assert_eq!(inspect(b"\x00\x01\xff junk", &meta(), &cx(true)).unwrap_err(), Rejected::NotSip);
+        let resp =
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            inspect(resp, &meta(), &cx(true)).unwrap_err(),
+            Rejected::Response
+        );
+        assert_eq!(
+            inspect(b"\x00\x01\xff junk", &meta(), &cx(true)).unwrap_err(),
+            Rejected::NotSip
+        );
     }
 
     #[test]

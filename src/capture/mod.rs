@@ -25,7 +25,13 @@ pub struct CaptureContext {
 }
 
 impl CaptureContext {
-    pub fn new(pipeline: Pipeline, counters: Arc<Counters>, node_id: Uuid, responsive: bool, server_header: String) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        counters: Arc<Counters>,
+        node_id: Uuid,
+        responsive: bool,
+        server_header: String,
+    ) -> Self {
         Self {
             pipeline,
             counters,

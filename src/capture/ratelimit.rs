@@ -28,14 +28,19 @@ pub struct ReplyLimiter {
 impl ReplyLimiter {
     /// Takes `n` tokens for `ip` if it has them.
     pub fn allow(&self, ip: IpAddr, n: usize, now: Instant) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else { return false };
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&ip) {
             buckets.retain(|_, b| refill(*b, now).tokens < BURST);
             if buckets.len() >= MAX_SOURCES {
                 buckets.clear();
             }
         }
-        let b = buckets.entry(ip).or_insert(Bucket { tokens: BURST, at: now });
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
         *b = refill(*b, now);
         let need = n as f64;
         if b.tokens >= need {
@@ -65,7 +70,10 @@ mod tests {
         let l = ReplyLimiter::default();
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         let t0 = Instant::now();
-        assert_eq!((0..300).filter(|_| l.allow(ip, 1, t0)).count(), BURST as usize);
+        assert_eq!(
+            (0..300).filter(|_| l.allow(ip, 1, t0)).count(),
+            BURST as usize
+        );
         assert!(l.allow(ip, 10, t0 + Duration::from_millis(100)));
         assert!(!l.allow(ip, 1, t0 + Duration::from_millis(100)));
         let other: IpAddr = "198.51.100.2".parse().unwrap();

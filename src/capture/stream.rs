@@ -96,8 +96,14 @@ impl Drop for Slot<'_> {
 }
 
 /// Accepts connections until cancelled; each is handled by `handle_conn` on the tracker.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, transport: Transport, cx: Arc<CaptureContext>, cancel: CancellationToken, tracker: TaskTracker, on_conn: F)
-where
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    transport: Transport,
+    cx: Arc<CaptureContext>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    on_conn: F,
+) where
     F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<CaptureContext>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -115,25 +121,50 @@ where
                 }
             },
         };
-        let Ok(local) = stream.local_addr() else { continue };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(on_conn(stream, peer, local, cx.clone(), cancel.clone()).instrument(tracing::debug_span!("conn", %transport, %peer)));
+        tracker.spawn(
+            on_conn(stream, peer, local, cx.clone(), cancel.clone())
+                .instrument(tracing::debug_span!("conn", %transport, %peer)),
+        );
     }
 }
 
 /// Handles one plain TCP connection.
-pub async fn handle_tcp(stream: TcpStream, peer: SocketAddr, local: SocketAddr, cx: Arc<CaptureContext>, cancel: CancellationToken) {
+pub async fn handle_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cx: Arc<CaptureContext>,
+    cancel: CancellationToken,
+) {
     let Some(_slot) = cx.stream_limits.admit(peer.ip()) else {
         Counters::inc(&cx.counters.connections_refused);
         return;
     };
     Counters::inc(&cx.counters.connections_accepted);
-    serve_stream(stream, Meta { transport: Transport::Tcp, source: peer, local }, &cx, &cancel).await;
+    serve_stream(
+        stream,
+        Meta {
+            transport: Transport::Tcp,
+            source: peer,
+            local,
+        },
+        &cx,
+        &cancel,
+    )
+    .await;
 }
 
 /// Reads framed SIP messages from a stream until it closes, idles out, misbehaves or intake stops.
-pub async fn serve_stream<S>(mut stream: S, meta: Meta, cx: &CaptureContext, cancel: &CancellationToken)
-where
+pub async fn serve_stream<S>(
+    mut stream: S,
+    meta: Meta,
+    cx: &CaptureContext,
+    cancel: &CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);

@@ -37,17 +37,28 @@ pub fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, CertSource)
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new("-t (--cert)", files.cert.display(), e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ConfigError::new("-k (--key)", files.key.display(), format!("does not match the certificate: {e}")))?;
+        .map_err(|e| {
+            ConfigError::new(
+                "-k (--key)",
+                files.key.display(),
+                format!("does not match the certificate: {e}"),
+            )
+        })?;
+    // No TLS 1.3 session tickets: a scanner never resumes, and clients that select() on the
+    // socket and then read (sipsak with GnuTLS) take the unsolicited ticket record for the
+    // reply, fail, and never see our answer.
+    config.send_tls13_tickets = 0;
     Ok((Arc::new(config), source))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let err = |e: &dyn std::fmt::Display| ConfigError::new("-t (--cert)", path.display(), e.to_string());
+    let err =
+        |e: &dyn std::fmt::Display| ConfigError::new("-t (--cert)", path.display(), e.to_string());
     let file = fs::File::open(path).map_err(|e| err(&e))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
@@ -59,7 +70,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let err = |e: &dyn std::fmt::Display| ConfigError::new("-k (--key)", path.display(), e.to_string());
+    let err =
+        |e: &dyn std::fmt::Display| ConfigError::new("-k (--key)", path.display(), e.to_string());
     let file = fs::File::open(path).map_err(|e| err(&e))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(|e| err(&e))?
@@ -68,8 +80,13 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
 
 fn generate(files: &TlsFiles) -> Result<(), ConfigError> {
     let names = vec!["localhost".to_string(), "sentrypeer".to_string()];
-    let cert = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| ConfigError::new("-t (--cert)", files.cert.display(), format!("cannot generate a certificate: {e}")))?;
+    let cert = rcgen::generate_simple_self_signed(names).map_err(|e| {
+        ConfigError::new(
+            "-t (--cert)",
+            files.cert.display(),
+            format!("cannot generate a certificate: {e}"),
+        )
+    })?;
     write_file(&files.key, cert.key_pair.serialize_pem().as_bytes(), 0o600)
         .map_err(|e| ConfigError::new("-k (--key)", files.key.display(), e))?;
     write_file(&files.cert, cert.cert.pem().as_bytes(), 0o644)
@@ -80,12 +97,23 @@ fn generate(files: &TlsFiles) -> Result<(), ConfigError> {
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
     f.write_all(bytes)
 }
 
 /// Handles one TLS connection: handshake within the limit, then SIP as on TCP.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, cx: Arc<CaptureContext>, cancel: CancellationToken, acceptor: TlsAcceptor) {
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cx: Arc<CaptureContext>,
+    cancel: CancellationToken,
+    acceptor: TlsAcceptor,
+) {
     let Some(_slot) = cx.stream_limits.admit(peer.ip()) else {
         Counters::inc(&cx.counters.connections_refused);
         return;
@@ -108,7 +136,11 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, cx: 
             return;
         }
     };
-    let meta = Meta { transport: Transport::Tls, source: peer, local };
+    let meta = Meta {
+        transport: Transport::Tls,
+        source: peer,
+        local,
+    };
     super::stream::serve_stream(tls, meta, &cx, &cancel).await;
 }
 
@@ -119,7 +151,10 @@ mod tests {
     #[test]
     fn a_missing_pair_is_generated_once_and_then_loaded() {
         let dir = tempfile::tempdir().unwrap();
-        let files = TlsFiles { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
         assert_eq!(server_config(&files).unwrap().1, CertSource::Generated);
         assert_eq!(server_config(&files).unwrap().1, CertSource::Loaded);
     }
@@ -127,7 +162,10 @@ mod tests {
     #[test]
     fn a_missing_key_beside_a_cert_names_the_option() {
         let dir = tempfile::tempdir().unwrap();
-        let files = TlsFiles { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
         server_config(&files).unwrap();
         std::fs::remove_file(&files.key).unwrap();
         let e = server_config(&files).unwrap_err();

@@ -15,7 +15,9 @@ use crate::metrics::Counters;
 const MAX_DATAGRAM_BYTES: usize = 65_507;
 
 pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: CancellationToken) {
-    let Ok(local) = socket.local_addr() else { return };
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
     loop {
         let (len, source) = tokio::select! {
@@ -30,7 +32,9 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
                 }
             },
         };
-        let Some(datagram) = buf.get(..len) else { continue };
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
         let meta = Meta {
             transport: Transport::Udp,
             source,
@@ -40,7 +44,10 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
         if replies.is_empty() {
             continue;
         }
-        if !cx.reply_limit.allow(source.ip(), replies.len(), Instant::now()) {
+        if !cx
+            .reply_limit
+            .allow(source.ip(), replies.len(), Instant::now())
+        {
             Counters::inc(&cx.counters.replies_rate_limited);
             continue;
         }

@@ -43,8 +43,19 @@ mod tests {
         assert_eq!(text.lines().count(), 1);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         for key in [
-            "app_name", "app_version", "event_timestamp", "event_uuid", "created_by_node_id", "collected_method",
-            "transport_type", "source_ip", "destination_ip", "called_number", "sip_method", "sip_user_agent", "sip_message",
+            "app_name",
+            "app_version",
+            "event_timestamp",
+            "event_uuid",
+            "created_by_node_id",
+            "collected_method",
+            "transport_type",
+            "source_ip",
+            "destination_ip",
+            "called_number",
+            "sip_method",
+            "sip_user_agent",
+            "sip_message",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

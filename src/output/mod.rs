@@ -6,6 +6,8 @@ pub mod console;
 pub mod json_log;
 pub mod sqlite;
 pub mod syslog;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,7 +20,11 @@ pub const MAX_BATCH: usize = 4096;
 
 /// Runs a blocking output on its own thread: `write` gets each batch as it comes, `finish`
 /// runs once the queue has closed and drained.
-pub fn spawn_blocking_output<S, W>(mut queue: OutputQueue, mut sink: S, write: W) -> std::io::Result<JoinHandle<()>>
+pub fn spawn_blocking_output<S, W>(
+    mut queue: OutputQueue,
+    mut sink: S,
+    write: W,
+) -> std::io::Result<JoinHandle<()>>
 where
     S: Send + 'static,
     W: Fn(&mut S, &[Arc<Event>]) -> Result<(), String> + Send + 'static,

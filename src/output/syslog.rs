@@ -43,7 +43,9 @@ impl Syslog {
             socket.connect(&self.path)?;
             self.socket = Some(socket);
         }
-        self.socket.as_ref().ok_or_else(|| std::io::Error::other("no socket"))
+        self.socket
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no socket"))
     }
 
     fn write_batch(&mut self, batch: &[Arc<Event>]) -> std::io::Result<()> {
@@ -100,13 +102,22 @@ mod tests {
     #[test]
     fn the_line_carries_the_bare_ip() {
         let e = crate::event::tests::sample();
-        assert_eq!(line(&e), "Source IP: 192.0.2.1, Method: OPTIONS, Agent: friendly-scanner");
+        assert_eq!(
+            line(&e),
+            "Source IP: 192.0.2.1, Method: OPTIONS, Agent: friendly-scanner"
+        );
     }
 
     #[test]
     fn an_agent_cannot_forge_an_address_or_a_line() {
-        assert_eq!(sanitize("x\r\nSource IP: 6.6.6.6, y"), "x??Source IP= 6.6.6.6, y");
-        assert_eq!(sanitize("SOURCE IP:1 source ip:2"), "SOURCE IP=1 source ip=2");
+        assert_eq!(
+            sanitize("x\r\nSource IP: 6.6.6.6, y"),
+            "x??Source IP= 6.6.6.6, y"
+        );
+        assert_eq!(
+            sanitize("SOURCE IP:1 source ip:2"),
+            "SOURCE IP=1 source ip=2"
+        );
         assert_eq!(sanitize(&"a".repeat(1000)).len(), MAX_AGENT_CHARS);
     }
 }

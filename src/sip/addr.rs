@@ -1,7 +1,7 @@
 //! Addresses: the `name-addr` / `addr-spec` of To, From and Contact (RFC 3261 §20.10), and the
 //! user part of a `sip:`, `sips:` or `tel:` URI, which is the number an attacker dialled.
 
-use super::lex::trim_str;
+use super::lex::{find, find2, trim_str};
 
 /// A To/From value split into its URI and the header parameters after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,41 +19,43 @@ pub(crate) struct NameAddr<'a> {
 /// space inside the brackets are tolerated (RFC 4475 §3.1.2.14 and §3.1.2.15 allow that).
 pub(crate) fn name_addr(value: &str) -> Option<NameAddr<'_>> {
     let bytes = value.as_bytes();
-    let mut in_quote = false;
-    let mut saw_quote = false;
-    let mut escaped = false;
     let mut open = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quote = false;
-            }
-        } else if b == b'"' {
-            in_quote = true;
-            saw_quote = true;
-        } else if b == b'<' {
-            open = Some(i);
+    let mut saw_quote = false;
+    let mut at = 0;
+    // Jump from one `"` or `<` to the next; only quoted strings are walked byte by byte.
+    while let Some(hit) = bytes.get(at..).and_then(|rest| find2(rest, b'"', b'<')) {
+        let hit = at + hit;
+        if bytes.get(hit) == Some(&b'<') {
+            open = Some(hit);
             break;
         }
-    }
-    if in_quote {
-        return None;
+        saw_quote = true;
+        at = hit + 1 + closing_quote(bytes.get(hit + 1..)?)? + 1;
     }
     let (uri, params) = match open {
         Some(lt) => {
             let inner = value.get(lt + 1..)?;
-            let (uri, params) = inner.split_once('>')?;
-            (uri, params)
+            let gt = find(inner.as_bytes(), b'>')?;
+            (inner.get(..gt)?, inner.get(gt + 1..)?)
         }
         None if saw_quote => return None,
-        None => value.split_at_checked(value.find(';').unwrap_or(value.len()))?,
+        None => value.split_at_checked(find(bytes, b';').unwrap_or(value.len()))?,
     };
     let uri = trim_str(uri);
     (!uri.is_empty()).then_some(NameAddr { uri, params })
+}
+
+/// Where the `"` closing a quoted string is, given what follows its opening `"`; a backslash
+/// escapes the byte after it.
+fn closing_quote(rest: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let hit = at + find2(rest.get(at..)?, b'"', b'\\')?;
+        if rest.get(hit) == Some(&b'"') {
+            return Some(hit);
+        }
+        at = hit + 2;
+    }
 }
 
 /// Whether header parameters (`;tag=abc;x`) include a `tag`.
@@ -68,17 +70,20 @@ pub(crate) fn has_tag(params: &str) -> bool {
 /// of a `tel:` URI (without parameters); `None` for other schemes or when there is none. Escapes
 /// are kept as sent.
 pub(crate) fn uri_user(uri: &str) -> Option<&str> {
-    let (scheme, rest) = uri.split_once(':')?;
-    let user = if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+    let colon = find(uri.as_bytes(), b':')?;
+    let scheme = uri.get(..colon)?;
+    let rest = uri.get(colon + 1..)?;
+    let end = if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
         // `user` may contain ';' and '?', never an unescaped '@'; `password` never ';'.
-        let (userinfo, _host) = rest.split_once('@')?;
-        userinfo.split([':', ';']).next()?
+        let at = find(rest.as_bytes(), b'@')?;
+        let userinfo = rest.as_bytes().get(..at)?;
+        find2(userinfo, b':', b';').unwrap_or(at)
     } else if scheme.eq_ignore_ascii_case("tel") {
-        rest.split([';', '?']).next()?
+        find2(rest.as_bytes(), b';', b'?').unwrap_or(rest.len())
     } else {
         return None;
     };
-    (!user.is_empty()).then_some(user)
+    rest.get(..end).filter(|user| !user.is_empty())
 }
 
 #[cfg(test)]
@@ -121,10 +126,19 @@ mod tests {
 
     #[test]
     fn uri_user_cuts_password_and_params_and_keeps_plus_and_escapes() {
-        assert_eq!(uri_user("sip:14500163172166221:5060@1.2.3.4"), Some("14500163172166221"));
-        assert_eq!(uri_user("sip:user;par=u%40example.net@example.com"), Some("user"));
+        assert_eq!(
+            uri_user("sip:14500163172166221:5060@1.2.3.4"),
+            Some("14500163172166221")
+        );
+        assert_eq!(
+            uri_user("sip:user;par=u%40example.net@example.com"),
+            Some("user")
+        );
         assert_eq!(uri_user("SIPS:+441@h"), Some("+441"));
-        assert_eq!(uri_user("tel:+16505552222;phone-context=x"), Some("+16505552222"));
+        assert_eq!(
+            uri_user("tel:+16505552222;phone-context=x"),
+            Some("+16505552222")
+        );
         assert_eq!(uri_user("sip:%75se%72@example.com"), Some("%75se%72"));
         assert_eq!(uri_user("sip:example.com"), None);
         assert_eq!(uri_user("sip:@example.com"), None);

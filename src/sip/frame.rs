@@ -229,7 +229,10 @@ mod tests {
         let msg = b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n";
         let mut with_more = msg.to_vec();
         with_more.extend_from_slice(b"OPTIONS");
-        assert_eq!(Framer::new().next(&with_more), Ok(Frame::Message(msg.len())));
+        assert_eq!(
+            Framer::new().next(&with_more),
+            Ok(Frame::Message(msg.len()))
+        );
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! line ends alike. Shared by the parser (which validates and keeps every field) and the stream
 //! framer (which only wants Content-Length), so both agree on where a head ends.
 
-use super::lex::{find, is_token, is_ws, strip_cr, trim, trim_end};
+use super::lex::{find, is_token, is_ws, strip_cr, trim, trim_end, trim_start};
 
 /// One header field as it stands in the message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawHeader<'a> {
-    /// The name, without the white space some senders put before the colon.
+    /// The name (token characters only), without the white space some senders put before the
+    /// colon.
     pub(crate) name: &'a [u8],
     /// Everything after the colon up to the end of the field's last line, CR removed. When
     /// `folded`, this still holds the inner line ends and the white space that starts each
@@ -16,6 +17,10 @@ pub(crate) struct RawHeader<'a> {
     pub(crate) value: &'a [u8],
     /// Whether the value continues over more than one line.
     pub(crate) folded: bool,
+    /// Where `name` starts in the buffer being read.
+    pub(crate) name_at: usize,
+    /// Where `value` starts in the buffer being read.
+    pub(crate) value_at: usize,
     /// The 1-based line of the message the field starts on.
     pub(crate) line: usize,
 }
@@ -83,7 +88,10 @@ impl<'a> HeadReader<'a> {
             self.skip_continuations()?;
             return Err(HeadError::BadName { line: line_no });
         }
-        let name_len = line.iter().position(|&b| !is_token(b)).unwrap_or(line.len());
+        let name_len = line
+            .iter()
+            .position(|&b| !is_token(b))
+            .unwrap_or(line.len());
         let (name, after_name) = line.split_at_checked(name_len).unwrap_or_default();
         let after_ws = trim_start(after_name);
         let Some(value) = after_ws.strip_prefix(b":") else {
@@ -102,9 +110,11 @@ impl<'a> HeadReader<'a> {
         let mut value_end = line_start + line.len();
         let folded = self.skip_continuations()?.inspect(|&end| value_end = end);
         Ok(Some(RawHeader {
-            name: trim_end(name),
+            name,
             value: self.buf.get(value_start..value_end).unwrap_or_default(),
             folded: folded.is_some(),
+            name_at: line_start,
+            value_at: value_start,
             line: line_no,
         }))
     }
@@ -128,16 +138,6 @@ impl<'a> HeadReader<'a> {
         }
         Ok(end)
     }
-}
-
-fn trim_start(mut bytes: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = bytes {
-        if !is_ws(*first) {
-            break;
-        }
-        bytes = rest;
-    }
-    bytes
 }
 
 /// The non-empty pieces of a raw value: one per line, each trimmed of SP/HT and CR. A value that
@@ -175,7 +175,10 @@ pub(crate) fn content_length(raw: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn read_all(head: &[u8]) -> (Vec<Result<(String, String, bool, usize), HeadError>>, usize) {
+    /// A field read back as (name, raw value, folded, line).
+    type Field = (String, String, bool, usize);
+
+    fn read_all(head: &[u8]) -> (Vec<Result<Field, HeadError>>, usize) {
         let mut r = HeadReader::new(head, 0, 2);
         let mut out = Vec::new();
         loop {
@@ -207,12 +210,13 @@ mod tests {
                 Ok(("C".into(), "4".into(), false, 6)),
             ]
         );
-        assert_eq!(end, 27);
+        assert_eq!(end, 23);
     }
 
     #[test]
     fn bad_lines_are_reported_with_their_line_and_skipped() {
-        let (fields, _) = read_all(b" orphan\r\nno colon\r\n x\r\nbad name: 1\r\n: empty\r\nok: 1\r\n\r\n");
+        let (fields, _) =
+            read_all(b" orphan\r\nno colon\r\n x\r\nbad name: 1\r\n: empty\r\nok: 1\r\n\r\n");
         assert_eq!(
             fields,
             vec![

@@ -24,16 +24,20 @@ mod tests;
 use std::borrow::Cow;
 
 use head::{HeadError, HeadReader, RawHeader};
-use lex::{find, is_token, starts_with_ci, strip_cr, trim};
+use lex::{find, is_token, starts_with_ci, strip_cr};
 
-/// The largest SIP message we accept over any transport. It is the largest UDP payload over IPv6
-/// (and more than the 65,507 of IPv4); RFC 3261 §18.1.1 expects far smaller ones, so anything
-/// longer is an attack on our memory rather than a call.
+/// The largest SIP message we accept over any transport: 64 KiB less one, so that every UDP
+/// datagram fits (at most 65,507 bytes over IPv4, 65,527 over IPv6) and a TCP/TLS peer gets no
+/// more. RFC 3261 §18.1.1 expects far smaller messages; anything longer is an attack on our
+/// memory rather than a call.
 pub const MAX_MESSAGE_BYTES: usize = 65_535;
 
 /// The most header fields a request may carry. An ordinary request has 10 to 20 and RFC 4475's
-/// longest torture test 45; beyond 128 we would spend memory on a message no phone sends.
+/// longest torture test 43; beyond 128 we would spend memory on a message no phone sends.
 pub const MAX_HEADERS: usize = 128;
+
+// Which headers are Vias is kept as a bit per header in a u128.
+const _: () = assert!(MAX_HEADERS <= 128);
 
 /// How many header slots to reserve up front: enough for the probes we see (sipvicious, sipcli,
 /// pplsip send 8 to 13), so parsing one costs a single allocation.
@@ -69,7 +73,7 @@ pub struct Header<'a> {
 }
 
 /// Why bytes are not a SIP request we accept.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
     /// Nothing but CR and LF (an empty datagram or a keep-alive).
     #[error("empty message")]
@@ -150,6 +154,7 @@ pub enum Rejected {
 
 impl ParseError {
     /// Which of the three counters this rejection belongs to.
+    #[must_use]
     pub fn kind(&self) -> Rejected {
         match self {
             ParseError::Response => Rejected::Response,
@@ -189,6 +194,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
     let (method, uri, version) = request_line(first_line)?;
     let head_start = head_start.ok_or(ParseError::Truncated)?;
 
+    let text = utf8_prefix(bytes);
     let mut reader = HeadReader::new(bytes, skipped + head_start, 2);
     let mut headers = Vec::with_capacity(USUAL_HEADERS);
     let mut seen = Seen::default();
@@ -201,7 +207,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
             return Err(ParseError::TooManyHeaders);
         }
         seen.note(classify(raw.name), headers.len());
-        headers.push(header(raw).ok_or(ParseError::BadHeaderName { line: raw.line })?);
+        headers.push(header(raw, text).ok_or(ParseError::BadHeaderName { line: raw.line })?);
     }
     let body_start = reader.pos();
     let after_head = bytes.get(body_start..).unwrap_or_default();
@@ -243,7 +249,9 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
     addr::name_addr(to).ok_or(ParseError::BadAddress("To"))?;
     let vias = headers
         .iter()
-        .filter(|h| classify_str(h.name) == Class::Via);
+        .enumerate()
+        .filter(|(i, _)| seen.is_via(*i))
+        .map(|(_, h)| h);
     for via in vias {
         if !via::is_valid(&via.value) {
             return Err(ParseError::BadVia);
@@ -313,23 +321,44 @@ fn request_line(line: &[u8]) -> Result<(&str, &str, &str), ParseError> {
     Ok((text(method)?, text(uri)?, text(version)?))
 }
 
-/// The header with its value trimmed and, where needed, unfolded or made valid UTF-8. `None` if
-/// the name is not UTF-8, which a token always is.
-fn header(raw: RawHeader<'_>) -> Option<Header<'_>> {
-    let name = std::str::from_utf8(raw.name).ok()?;
+/// The longest prefix of `bytes` that is valid UTF-8: every name and value inside it is borrowed
+/// from it without checking UTF-8 again (one pass over the message instead of one per header).
+fn utf8_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => bytes
+            .get(..e.valid_up_to())
+            .and_then(|valid| std::str::from_utf8(valid).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// The header with its value trimmed and, where needed, unfolded or made valid UTF-8. `text` is
+/// the valid UTF-8 prefix of the buffer the header was read from. `None` if the name is not
+/// UTF-8, which a token always is.
+fn header<'a>(raw: RawHeader<'a>, text: &'a str) -> Option<Header<'a>> {
+    let name = match text.get(raw.name_at..raw.name_at + raw.name.len()) {
+        Some(name) => name,
+        None => std::str::from_utf8(raw.name).ok()?,
+    };
     let value = if raw.folded {
         Cow::Owned(head::unfold(raw.value))
     } else {
-        String::from_utf8_lossy(trim(raw.value))
+        let from_start = lex::trim_start(raw.value);
+        let value = lex::trim_end(from_start);
+        let start = raw.value_at + (raw.value.len() - from_start.len());
+        match text.get(start..start + value.len()) {
+            Some(value) => Cow::Borrowed(value),
+            None => String::from_utf8_lossy(value),
+        }
     };
     Some(Header { name, value })
 }
 
 /// `number LWS method`, the number fitting 32 bits, the method the request's own.
 fn check_cseq(cseq: &str, method: &str) -> Result<(), ParseError> {
-    let (number, cseq_method) = cseq
-        .split_once([' ', '\t'])
-        .ok_or(ParseError::BadCSeq)?;
+    let space = lex::find2(cseq.as_bytes(), b' ', b'\t').ok_or(ParseError::BadCSeq)?;
+    let (number, cseq_method) = cseq.split_at_checked(space).ok_or(ParseError::BadCSeq)?;
     let cseq_method = lex::trim_str(cseq_method);
     lex::decimal(number.as_bytes())
         .filter(|&n| u32::try_from(n).is_ok())
@@ -358,29 +387,26 @@ enum Class {
 
 /// Classifies a header name, long or compact, in any case.
 fn classify(name: &[u8]) -> Class {
-    let is = |long: &str| name.eq_ignore_ascii_case(long.as_bytes());
-    match name {
-        [c] => match c.to_ascii_lowercase() {
-            b'v' => Class::Via,
-            b'i' => Class::CallId,
-            b't' => Class::To,
-            b'f' => Class::From,
-            b'l' => Class::ContentLength,
+    let is = |long: &[u8]| name.eq_ignore_ascii_case(long);
+    // By length first: most names are looked at once and compared at most twice.
+    match name.len() {
+        1 => match name.first().map(u8::to_ascii_lowercase) {
+            Some(b'v') => Class::Via,
+            Some(b'i') => Class::CallId,
+            Some(b't') => Class::To,
+            Some(b'f') => Class::From,
+            Some(b'l') => Class::ContentLength,
             _ => Class::Other,
         },
-        _ if is("Via") => Class::Via,
-        _ if is("To") => Class::To,
-        _ if is("From") => Class::From,
-        _ if is("CSeq") => Class::CSeq,
-        _ if is("Call-ID") => Class::CallId,
-        _ if is("Max-Forwards") => Class::MaxForwards,
-        _ if is("Content-Length") => Class::ContentLength,
+        2 if is(b"To") => Class::To,
+        3 if is(b"Via") => Class::Via,
+        4 if is(b"From") => Class::From,
+        4 if is(b"CSeq") => Class::CSeq,
+        7 if is(b"Call-ID") => Class::CallId,
+        12 if is(b"Max-Forwards") => Class::MaxForwards,
+        14 if is(b"Content-Length") => Class::ContentLength,
         _ => Class::Other,
     }
-}
-
-fn classify_str(name: &str) -> Class {
-    classify(name.as_bytes())
 }
 
 /// Where a single-valued header was first seen and how often.
@@ -400,7 +426,8 @@ impl Slot {
 /// What the parser has seen of the headers it checks, gathered in the one pass over the head.
 #[derive(Debug, Default)]
 struct Seen {
-    via: usize,
+    /// Bit `i` set when header `i` is a Via ([`MAX_HEADERS`] bits at most).
+    via: u128,
     call_id: Slot,
     to: Slot,
     from: Slot,
@@ -412,7 +439,7 @@ struct Seen {
 impl Seen {
     fn note(&mut self, class: Class, index: usize) {
         match class {
-            Class::Via => self.via += 1,
+            Class::Via => self.via |= 1_u128.checked_shl(index_u32(index)).unwrap_or(0),
             Class::CallId => self.call_id.note(index),
             Class::To => self.to.note(index),
             Class::From => self.from.note(index),
@@ -421,6 +448,10 @@ impl Seen {
             Class::ContentLength => self.content_length.note(index),
             Class::Other => {}
         }
+    }
+
+    fn is_via(&self, index: usize) -> bool {
+        self.via.checked_shr(index_u32(index)).unwrap_or(0) & 1 == 1
     }
 
     fn check_counts(&self) -> Result<(), ParseError> {
@@ -437,6 +468,11 @@ impl Seen {
             None => Ok(()),
         }
     }
+}
+
+/// A header index as a shift amount; past [`MAX_HEADERS`] it shifts everything out.
+fn index_u32(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 /// The long name of a compact header name (RFC 3261 §7.3.3 and the extensions that added more),
@@ -476,12 +512,14 @@ fn canonical(name: &str) -> &str {
 }
 
 /// Whether two header names mean the same header: ignoring case, compact equal to long.
+#[must_use]
 pub fn same_header_name(a: &str, b: &str) -> bool {
     canonical(a).eq_ignore_ascii_case(canonical(b))
 }
 
-impl<'a> Request<'a> {
+impl Request<'_> {
     /// The first value of the header `name` (long or compact, any case).
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -502,6 +540,7 @@ impl<'a> Request<'a> {
     /// The number the request is aimed at: the user part of the To URI (`sip:`, `sips:` or
     /// `tel:`), else of the Request-URI; `None` if neither has one. URI parameters and a password
     /// are cut off, a leading `+` and %-escapes are kept as sent.
+    #[must_use]
     pub fn called_number(&self) -> Option<&str> {
         self.header("To")
             .and_then(addr::name_addr)
@@ -510,11 +549,13 @@ impl<'a> Request<'a> {
     }
 
     /// The User-Agent value; `None` if absent or empty.
+    #[must_use]
     pub fn user_agent(&self) -> Option<&str> {
         self.header("User-Agent").filter(|ua| !ua.is_empty())
     }
 
     /// Whether the To header already carries a `tag` (the request is inside a dialog).
+    #[must_use]
     pub fn to_has_tag(&self) -> bool {
         self.header("To")
             .and_then(addr::name_addr)

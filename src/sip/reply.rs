@@ -30,12 +30,14 @@ pub struct ReplyContext<'a> {
 }
 
 /// The methods we claim to support, in the Allow header of 200 (OPTIONS, INVITE) and 405.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY";
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY";
 
 /// The digest realm of our REGISTER challenge: Asterisk's default, as FreePBX sends it.
 pub const REALM: &str = "asterisk";
 
 /// The responses to send for `req`, in order; none for ACK.
+#[must_use]
 pub fn respond(req: &Request<'_>, cx: &ReplyContext<'_>) -> Vec<Vec<u8>> {
     if req.method == "ACK" {
         return Vec::new();
@@ -111,6 +113,7 @@ pub fn respond(req: &Request<'_>, cx: &ReplyContext<'_>) -> Vec<Vec<u8>> {
 /// A response with no body and no headers beyond the ones every response carries: Via (all,
 /// the top one with `received` and `rport`), From, To (with our tag), Call-ID, CSeq, Server and
 /// Content-Length.
+#[must_use]
 pub fn response(req: &Request<'_>, status: u16, reason: &str, cx: &ReplyContext<'_>) -> Vec<u8> {
     build(req, status, reason, cx, &[], None)
 }
@@ -199,9 +202,11 @@ fn top_via(value: &str, cx: &ReplyContext<'_>) -> String {
     let wants_rport = params
         .iter()
         .any(|(name, value)| name.eq_ignore_ascii_case("rport") && value.is_none());
+    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the peer knows itself as a.b.c.d.
+    let source = cx.received.to_canonical();
     // RFC 3581 asks for `received` whenever `rport` is asked for, even if it repeats sent-by.
-    let add_received = wants_rport || !host_is(&parm, cx.received);
-    let received = cx.received.to_string();
+    let add_received = wants_rport || !host_is(&parm, source);
+    let received = source.to_string();
     let rport = cx.rport.to_string();
 
     let ViaParm {
@@ -307,4 +312,316 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
     bytes.iter().fold(seed, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse;
+
+    fn cx() -> ReplyContext<'static> {
+        ReplyContext {
+            received: "203.0.113.5".parse().unwrap(),
+            rport: 40_000,
+            local: "192.0.2.1:5060".parse().unwrap(),
+            transport: "UDP",
+            to_tag: "as1234",
+            server: "FPBX-16.0.33(18.20.0)",
+        }
+    }
+
+    fn request(method: &str, extra: &str, via: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:100@192.0.2.1 SIP/2.0\r\n\
+             Via: {via}\r\n\
+             From: \"sipvicious\"<sip:100@1.1.1.1>;tag=6636\r\n\
+             To: \"sipvicious\"<sip:100@1.1.1.1>\r\n\
+             Call-ID: 1234\r\n\
+             CSeq: 1 {method}\r\n\
+             {extra}\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The responses `respond` gives to `msg`, as text.
+    fn answers(msg: &[u8], cx: &ReplyContext<'_>) -> Vec<String> {
+        let req = parse(msg).unwrap();
+        respond(&req, cx)
+            .into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect()
+    }
+
+    /// The values of header `name` in a response we built.
+    fn values<'r>(response: &'r str, name: &str) -> Vec<&'r str> {
+        let head = response.split("\r\n\r\n").next().unwrap();
+        head.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Whether Content-Length matches the body that follows the head.
+    fn content_length_is_right(response: &str) -> bool {
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        values(response, "Content-Length") == [body.len().to_string()]
+    }
+
+    #[test]
+    fn options_from_sipvicious_gets_200_byte_for_byte() {
+        let via = "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1;rport";
+        let mut cx = cx();
+        cx.received = "198.51.100.7".parse().unwrap();
+        cx.rport = 5060;
+        let got = answers(&request("OPTIONS", "", via), &cx);
+        let expected = "SIP/2.0 200 OK\r\n\
+            Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1;rport=5060;received=198.51.100.7\r\n\
+            From: \"sipvicious\"<sip:100@1.1.1.1>;tag=6636\r\n\
+            To: \"sipvicious\"<sip:100@1.1.1.1>;tag=as1234\r\n\
+            Call-ID: 1234\r\n\
+            CSeq: 1 OPTIONS\r\n\
+            Server: FPBX-16.0.33(18.20.0)\r\n\
+            Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY\r\n\
+            Accept: application/sdp\r\n\
+            Supported: replaces, timer\r\n\
+            Content-Length: 0\r\n\r\n";
+        assert_eq!(got, vec![expected]);
+    }
+
+    #[test]
+    fn top_via_gets_received_when_sent_by_differs_and_rport_when_asked() {
+        let msg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/testdata/realworld/sipcli_invite_hepop.sip"
+        ))
+        .unwrap();
+        let got = answers(&msg, &cx());
+        for response in &got {
+            assert_eq!(
+                values(response, "Via"),
+                [
+                    "SIP/2.0/UDP 192.168.99.99:5071;branch=z9hG4bK-897b2a55c16140a97dab4273ac879fb0;rport=40000;received=203.0.113.5"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn top_via_is_left_alone_when_sent_by_is_the_source_and_no_rport() {
+        let mut cx = cx();
+        cx.received = "198.51.100.7".parse().unwrap();
+        let via = "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1";
+        let got = answers(&request("BYE", "", via), &cx);
+        assert_eq!(values(&got.concat(), "Via"), [via]);
+        // An IPv4 peer seen through a dual-stack socket is still itself.
+        cx.received = "::ffff:198.51.100.7".parse().unwrap();
+        let via = "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1";
+        let got = answers(&request("BYE", "", via), &cx);
+        assert_eq!(values(&got.concat(), "Via"), [via]);
+        // An IPv6 sent-by in brackets is compared as an address.
+        cx.received = "2001:db8::7".parse().unwrap();
+        let via = "SIP/2.0/TCP [2001:db8::7]:5060;branch=z9hG4bK-1";
+        let got = answers(&request("BYE", "", via), &cx);
+        assert_eq!(values(&got.concat(), "Via"), [via]);
+    }
+
+    #[test]
+    fn existing_received_and_rport_values_are_not_duplicated() {
+        let via = "SIP/2.0/UDP host.example.com;received=10.0.0.1;rport=1;branch=z9hG4bK-1";
+        let got = answers(&request("BYE", "", via), &cx());
+        assert_eq!(
+            values(&got.concat(), "Via"),
+            ["SIP/2.0/UDP host.example.com;received=203.0.113.5;rport=1;branch=z9hG4bK-1"]
+        );
+    }
+
+    #[test]
+    fn every_via_is_copied_in_order_and_only_the_top_one_changes() {
+        let msg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/testdata/rfc4475/longreq.dat"
+        ))
+        .unwrap();
+        let req = parse(&msg).unwrap();
+        let response = String::from_utf8(response(&req, 486, "Busy Here", &cx())).unwrap();
+        let vias = values(&response, "Via");
+        let sent: Vec<&str> = req.headers_named("Via").collect();
+        assert_eq!(vias.len(), 34);
+        assert_eq!(
+            vias.first(),
+            Some(&"SIP/2.0/TCP sip33.example.com;received=203.0.113.5")
+        );
+        assert_eq!(vias.get(1..), sent.get(1..));
+        assert!(response.starts_with("SIP/2.0 486 Busy Here\r\n"));
+        assert!(content_length_is_right(&response));
+    }
+
+    #[test]
+    fn a_via_list_in_one_field_keeps_its_other_elements() {
+        let via = "SIP/2.0/UDP a.example.com;rport , SIP/2.0/TCP b.example.com";
+        let got = answers(&request("BYE", "", via), &cx());
+        assert_eq!(
+            values(&got.concat(), "Via"),
+            [
+                "SIP/2.0/UDP a.example.com;rport=40000;received=203.0.113.5, SIP/2.0/TCP b.example.com"
+            ]
+        );
+    }
+
+    #[test]
+    fn to_tag_is_added_once_and_kept_when_present() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let got = answers(&request("OPTIONS", "", via), &cx());
+        assert_eq!(
+            values(&got.concat(), "To"),
+            ["\"sipvicious\"<sip:100@1.1.1.1>;tag=as1234"]
+        );
+        let in_dialog = String::from_utf8(request("BYE", "", via))
+            .unwrap()
+            .replace("1.1.1.1>\r\nCall", "1.1.1.1>;tag=theirs\r\nCall");
+        let got = answers(in_dialog.as_bytes(), &cx());
+        assert_eq!(
+            values(&got.concat(), "To"),
+            ["\"sipvicious\"<sip:100@1.1.1.1>;tag=theirs"]
+        );
+    }
+
+    #[test]
+    fn call_id_and_cseq_are_echoed() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let msg = String::from_utf8(request("INFO", "", via))
+            .unwrap()
+            .replace("CSeq: 1 INFO", "cseq:  0042\r\n  INFO")
+            .replace("Call-ID: 1234", "i: abc@def");
+        let got = answers(msg.as_bytes(), &cx());
+        let response = got.concat();
+        assert!(response.starts_with("SIP/2.0 200 OK\r\n"));
+        assert_eq!(values(&response, "CSeq"), ["0042 INFO"]);
+        assert_eq!(values(&response, "Call-ID"), ["abc@def"]);
+    }
+
+    #[test]
+    fn ack_gets_nothing() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        assert!(answers(&request("ACK", "", via), &cx()).is_empty());
+        assert!(answers(&request("ACK", "Max-Forwards: 0\r\n", via), &cx()).is_empty());
+    }
+
+    #[test]
+    fn invite_gets_trying_then_ok_with_contact_and_sdp() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let extra = "Record-Route: <sip:p1;lr>\r\nRecord-Route: <sip:p2;lr>\r\n";
+        let got = answers(&request("INVITE", extra, via), &cx());
+        let [trying, ok] = got.as_slice() else {
+            panic!("{got:?}");
+        };
+        assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"));
+        assert!(values(trying, "Record-Route").is_empty());
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"));
+        assert_eq!(values(ok, "Record-Route"), ["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(
+            values(ok, "Contact"),
+            ["<sip:s@192.0.2.1:5060;transport=udp>"]
+        );
+        assert_eq!(values(ok, "Content-Type"), ["application/sdp"]);
+        assert!(content_length_is_right(ok) && content_length_is_right(trying));
+        let sdp = ok.split_once("\r\n\r\n").unwrap().1;
+        assert!(sdp.starts_with("v=0\r\no=- "));
+        assert!(sdp.contains("\r\nc=IN IP4 192.0.2.1\r\n"));
+        let port: u16 = sdp
+            .split("m=audio ")
+            .nth(1)
+            .and_then(|m| m.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        assert_eq!(port % 2, 0);
+        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"));
+        // The same INVITE again gets the same answer.
+        assert_eq!(answers(&request("INVITE", extra, via), &cx()), got);
+    }
+
+    #[test]
+    fn ipv6_local_addresses_make_an_ip6_sdp_and_a_bracketed_contact() {
+        let via = "SIP/2.0/TCP [2001:db8::7];branch=z9hG4bK-1";
+        let mut cx = cx();
+        cx.local = "[2001:db8::1]:5060".parse().unwrap();
+        cx.transport = "TCP";
+        let got = answers(&request("INVITE", "", via), &cx);
+        let ok = got.get(1).unwrap();
+        assert_eq!(
+            values(ok, "Contact"),
+            ["<sip:s@[2001:db8::1]:5060;transport=tcp>"]
+        );
+        assert!(ok.contains("\r\nc=IN IP6 2001:db8::1\r\n"));
+        cx.local = "[::ffff:192.0.2.1]:5060".parse().unwrap();
+        let got = answers(&request("INVITE", "", via), &cx);
+        assert!(got.concat().contains("\r\nc=IN IP4 192.0.2.1\r\n"));
+    }
+
+    #[test]
+    fn register_is_challenged_then_forbidden() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let got = answers(&request("REGISTER", "", via), &cx());
+        let challenge = got.concat();
+        assert!(challenge.starts_with("SIP/2.0 401 Unauthorized\r\n"));
+        let www = values(&challenge, "WWW-Authenticate");
+        let [www] = www.as_slice() else {
+            panic!("{www:?}")
+        };
+        let nonce = www
+            .strip_prefix("Digest realm=\"asterisk\", nonce=\"")
+            .and_then(|rest| rest.strip_suffix("\", algorithm=MD5"))
+            .unwrap();
+        assert_eq!(nonce.len(), 32);
+        assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(answers(&request("REGISTER", "", via), &cx()), got);
+
+        let authorized = "Authorization: Digest username=\"100\", response=\"x\"\r\n";
+        let got = answers(&request("REGISTER", authorized, via), &cx());
+        assert!(got.concat().starts_with("SIP/2.0 403 Forbidden\r\n"));
+    }
+
+    #[test]
+    fn methods_we_do_not_serve_get_405_with_allow() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        for method in ["SUBSCRIBE", "PUBLISH", "REFER", "NEWMETHOD"] {
+            let got = answers(&request(method, "", via), &cx()).concat();
+            assert!(
+                got.starts_with("SIP/2.0 405 Method Not Allowed\r\n"),
+                "{method}"
+            );
+            assert_eq!(values(&got, "Allow"), [ALLOW]);
+        }
+        for method in [
+            "BYE", "CANCEL", "INFO", "UPDATE", "PRACK", "MESSAGE", "NOTIFY",
+        ] {
+            let got = answers(&request(method, "", via), &cx()).concat();
+            assert!(got.starts_with("SIP/2.0 200 OK\r\n"), "{method}");
+        }
+    }
+
+    #[test]
+    fn max_forwards_zero_is_too_many_hops_except_for_options() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let got = answers(&request("INVITE", "Max-Forwards: 0\r\n", via), &cx());
+        assert_eq!(got.len(), 1);
+        assert!(got.concat().starts_with("SIP/2.0 483 Too Many Hops\r\n"));
+        let got = answers(&request("OPTIONS", "Max-Forwards: 00\r\n", via), &cx());
+        assert!(got.concat().starts_with("SIP/2.0 200 OK\r\n"));
+    }
+
+    #[test]
+    fn nothing_from_the_request_can_start_a_header_line() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let msg = String::from_utf8(request("BYE", "", via))
+            .unwrap()
+            .replace("tag=6636", "tag=6636\rX-Injected: 1");
+        let req = parse(msg.as_bytes()).unwrap();
+        let response = String::from_utf8(response(&req, 200, "OK\r\nX-Evil: 1", &cx())).unwrap();
+        assert!(!response.contains("\rX-"));
+        assert!(!response.contains("\nX-"));
+        assert!(response.starts_with("SIP/2.0 200 OK  X-Evil: 1\r\n"));
+    }
 }

@@ -138,14 +138,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_ws(&mut self) {
-        self.take_while(is_ws);
+        while self.peek().is_some_and(is_ws) {
+            self.pos += 1;
+        }
     }
 
     fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        while self.peek().is_some_and(&keep) {
-            self.pos += 1;
-        }
+        let rest = self.s.as_bytes().get(start..).unwrap_or_default();
+        self.pos = start + rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len());
         self.s.get(start..self.pos).unwrap_or_default()
     }
 

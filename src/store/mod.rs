@@ -5,6 +5,8 @@
 //! One writer (`Writer`, owned by the sqlite output's thread) and a small pool of read-only
 //! connections for the API (`ReadPool`). WAL lets them run side by side.
 
+mod checkpoint;
+pub mod outbox;
 mod read;
 mod write;
 
@@ -15,10 +17,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
 pub use read::{ListKind, ReadPool};
-pub use write::Writer;
+pub use write::{OutboxWriter, Writer};
 
 /// How long a connection waits for a lock before giving up; the writer holds it only per batch.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writer's page cache, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Upstream's schema, verbatim.
 const UPSTREAM_SCHEMA: &str = "
@@ -42,7 +47,33 @@ CREATE TABLE IF NOT EXISTS sentrypeer_numbers (called_number TEXT PRIMARY KEY NO
 CREATE INDEX IF NOT EXISTS sentrypeer_numbers_seen_last ON sentrypeer_numbers (seen_last);
 CREATE TABLE IF NOT EXISTS sentrypeer_summary_state (id INTEGER PRIMARY KEY CHECK (id = 1),
   last_honey_id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sentrypeer_honey_event_timestamp ON honey (event_timestamp);
 ";
+
+/// Columns we add to upstream's `honey` (adding is allowed; upstream's tools ignore them).
+const OUR_HONEY_COLUMNS: [(&str, &str); 1] = [
+    // The peer an event was received from (its signer, or the peer that served it in catch-up);
+    // NULL for events this node captured itself.
+    ("received_from_peer", "TEXT"),
+];
+
+/// Adds our columns to `honey` where they are missing.
+fn add_honey_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut have = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('honey')")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            have.push(r.get::<_, String>(0)?);
+        }
+    }
+    for (name, ty) in OUR_HONEY_COLUMNS {
+        if !have.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            conn.execute_batch(&format!("ALTER TABLE honey ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
 
 /// The bare IP of a `source_ip` value, also for upstream's `IP:PORT` and `[IPv6]:PORT` rows.
 const NORMALISED_IP_SQL: &str = "CASE
@@ -56,6 +87,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the database holds a node id that is not a UUID: {0}")]
     BadNodeId(String),
+    #[error("cannot start the checkpoint thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What opening the database found.
@@ -75,12 +108,20 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // In WAL, NORMAL loses nothing on a process crash, only possibly the last commits on power loss.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // The indexes take inserts at random places (event UUIDs, numbers); a page cache that holds
+    // their hot pages keeps a batch from re-reading them. SQLite grows it only as used.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (`checkpoint`), never inside the writer's commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.execute_batch(UPSTREAM_SCHEMA)?;
     conn.execute_batch(OUR_SCHEMA)?;
+    add_honey_columns(&conn)?;
+    conn.execute_batch(outbox::SCHEMA)?;
     let node_id = node_id(&conn)?;
     let summarised = catch_up_summaries(&conn)?;
     Ok(Opened {
-        writer: Writer::new(conn)?,
+        writer: Writer::new(conn, path)?,
         node_id,
         summarised,
     })
@@ -89,7 +130,11 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
 /// The node id, generated on first open and kept.
 fn node_id(conn: &Connection) -> Result<Uuid, StoreError> {
     let existing: Option<String> = conn
-        .query_row("SELECT node_id FROM sentrypeer_node WHERE id = 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT node_id FROM sentrypeer_node WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     match existing {
         Some(s) => Uuid::parse_str(&s).map_err(|_| StoreError::BadNodeId(s)),
@@ -107,7 +152,11 @@ fn node_id(conn: &Connection) -> Result<Uuid, StoreError> {
 /// Folds `honey` rows past the summaries' watermark into them; returns how many rows.
 fn catch_up_summaries(conn: &Connection) -> Result<u64, StoreError> {
     let watermark: i64 = conn
-        .query_row("SELECT last_honey_id FROM sentrypeer_summary_state WHERE id = 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT last_honey_id FROM sentrypeer_summary_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or(0);
     let (max_id, pending): (Option<i64>, i64) = conn.query_row(
@@ -152,7 +201,9 @@ fn set_watermark(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)

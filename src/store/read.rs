@@ -57,7 +57,10 @@ impl ReadPool {
     }
 
     /// Runs `f` on a pooled connection.
-    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match conn {
             Some(c) => c,
@@ -90,7 +93,11 @@ impl ReadPool {
 
     /// Produces the whole list as upstream's JSON document, newest first, in chunks handed to
     /// `emit`; stops early when `emit` returns false (the client went away).
-    pub fn write_list(&self, kind: ListKind, mut emit: impl FnMut(Vec<u8>) -> bool) -> rusqlite::Result<()> {
+    pub fn write_list(
+        &self,
+        kind: ListKind,
+        mut emit: impl FnMut(Vec<u8>) -> bool,
+    ) -> rusqlite::Result<()> {
         self.with(|c| {
             let (count_sql, list_sql) = kind.sql();
             let (total_key, list_key, item_key) = kind.keys();
@@ -99,7 +106,9 @@ impl ReadPool {
             let result = (|| {
                 let total: i64 = c.query_row(count_sql, [], |r| r.get(0))?;
                 let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
-                buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
+                buf.extend_from_slice(
+                    format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes(),
+                );
                 let mut stmt = c.prepare_cached(list_sql)?;
                 let mut rows = stmt.query([])?;
                 let mut first = true;

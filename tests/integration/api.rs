@@ -16,10 +16,17 @@ fn every_endpoint_answers_with_upstreams_shapes_and_headers() {
 
     let r = node.get("/health-check");
     assert_eq!(r.status, 200);
-    for (h, v) in [("access-control-allow-origin", "*"), ("x-powered-by", "SentryPeer"), ("content-type", "application/json")] {
+    for (h, v) in [
+        ("access-control-allow-origin", "*"),
+        ("x-powered-by", "SentryPeer"),
+        ("content-type", "application/json"),
+    ] {
         assert_eq!(r.header(h), Some(v), "{h}");
     }
-    assert_eq!(r.header("x-sentrypeer-version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        r.header("x-sentrypeer-version"),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     let v = r.json();
     assert_eq!(v["status"], "OK");
     assert_eq!(v["message"], "Hello from SentryPeer!");
@@ -28,20 +35,44 @@ fn every_endpoint_answers_with_upstreams_shapes_and_headers() {
     for spelling in ["/ip-addresses/127.0.0.1", "/ip-address/127.0.0.1"] {
         let r = node.get(spelling);
         assert_eq!(r.status, 200, "{spelling}");
-        assert_eq!(r.json(), serde_json::json!({"bad_actor_found": "127.0.0.1"}));
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"bad_actor_found": "127.0.0.1"})
+        );
     }
     let r = node.get("/ip-addresses/192.0.2.55");
-    assert_eq!((r.status, r.json()), (404, serde_json::json!({"message": "No bad actor found"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, serde_json::json!({"message": "No bad actor found"}))
+    );
     let r = node.get("/ip-addresses/not-an-ip");
-    assert_eq!((r.status, r.json()), (400, serde_json::json!({"error": "The request data was invalid"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            serde_json::json!({"error": "The request data was invalid"})
+        )
+    );
     assert_eq!(r.header("x-powered-by"), Some("SentryPeer"));
 
     let r = node.get("/numbers/100");
-    assert_eq!((r.status, r.json()), (200, serde_json::json!({"phone_number_found": "100"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"phone_number_found": "100"}))
+    );
     let r = node.get("/numbers/+441234567890");
-    assert_eq!((r.status, r.json()), (200, serde_json::json!({"phone_number_found": "+441234567890"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            serde_json::json!({"phone_number_found": "+441234567890"})
+        )
+    );
     let r = node.get("/numbers/999");
-    assert_eq!((r.status, r.json()), (404, serde_json::json!({"message": "No phone number found"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, serde_json::json!({"message": "No phone number found"}))
+    );
 
     let r = node.get("/numbers");
     assert_eq!(r.status, 200);
@@ -58,7 +89,13 @@ fn every_endpoint_answers_with_upstreams_shapes_and_headers() {
     assert_eq!(v["ip_addresses"][0]["seen_count"], "3");
 
     let r = node.get("/nope");
-    assert_eq!((r.status, r.json()), (404, serde_json::json!({"error": "The requested resource could not be found."})));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            404,
+            serde_json::json!({"error": "The requested resource could not be found."})
+        )
+    );
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
 }
 
@@ -85,12 +122,19 @@ fn lists_are_newest_first_and_stream_a_large_answer() {
     }
     node.wait_rows(3000);
     let r = node.get("/numbers");
-    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a large list is streamed");
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "a large list is streamed"
+    );
     let v = r.json();
     assert_eq!(v["called_numbers_total"], 3000);
     let list = v["called_numbers"].as_array().unwrap();
     assert_eq!(list.len(), 3000);
-    let stamps: Vec<&str> = list.iter().map(|e| e["seen_last"].as_str().unwrap()).collect();
+    let stamps: Vec<&str> = list
+        .iter()
+        .map(|e| e["seen_last"].as_str().unwrap())
+        .collect();
     assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "newest first");
 }
 
@@ -103,7 +147,16 @@ fn metrics_are_prometheus_text() {
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let text = String::from_utf8(r.body).unwrap();
-    assert!(text.contains("sentrypeer_events_accepted_total 1"), "{text}");
-    assert!(text.contains("sentrypeer_output_written_total{output=\"sqlite\"} 1"), "{text}");
-    assert!(text.contains("sentrypeer_output_dropped_total{output=\"sqlite\"} 0"), "{text}");
+    assert!(
+        text.contains("sentrypeer_events_accepted_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sentrypeer_output_written_total{output=\"sqlite\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sentrypeer_output_dropped_total{output=\"sqlite\"} 0"),
+        "{text}"
+    );
 }

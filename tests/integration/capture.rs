@@ -32,7 +32,9 @@ fn a_captured_invite_over_udp_is_recorded_byte_for_byte_with_its_number_and_agen
 
     // The JSON log line, as T-Pot reads it.
     let path = node.path("sentrypeer_json.log");
-    assert!(poll(DEFAULT_WAIT, || std::fs::read_to_string(&path).map(|s| s.lines().count() == 1).unwrap_or(false)));
+    assert!(poll(DEFAULT_WAIT, || std::fs::read_to_string(&path)
+        .map(|s| s.lines().count() == 1)
+        .unwrap_or(false)));
     let line = std::fs::read_to_string(&path).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     let local_port = sender.local_addr().unwrap().port();
@@ -47,13 +49,16 @@ fn a_captured_invite_over_udp_is_recorded_byte_for_byte_with_its_number_and_agen
     let ts = v["event_timestamp"].as_str().unwrap();
     // yyyy-MM-dd HH:mm:ss.SSSSSSSSS
     assert_eq!(ts.len(), 29, "{ts}");
-    assert!(ts.chars().enumerate().all(|(i, c)| match i {
-        4 | 7 => c == '-',
-        10 => c == ' ',
-        13 | 16 => c == ':',
-        19 => c == '.',
-        _ => c.is_ascii_digit(),
-    }), "{ts}");
+    assert!(
+        ts.chars().enumerate().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            10 => c == ' ',
+            13 | 16 => c == ':',
+            19 => c == '.',
+            _ => c.is_ascii_digit(),
+        }),
+        "{ts}"
+    );
     uuid_v4(v["event_uuid"].as_str().unwrap());
 }
 
@@ -78,16 +83,36 @@ fn a_tcp_connection_carries_several_messages_split_anywhere_and_keepalives() {
     }
     node.wait_rows(2);
     let db = node.db();
-    let mut stmt = db.prepare("SELECT method, called_number, user_agent, transport_type FROM honey ORDER BY honey_id").unwrap();
-    let rows: Vec<(String, String, String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
-    assert_eq!(rows[0], ("REGISTER".into(), "100".into(), "VOIP".into(), "TCP".into()));
-    assert_eq!(rows[1], ("INVITE".into(), "900442037690000".into(), "sipcli/v1.8".into(), "TCP".into()));
+    let mut stmt = db
+        .prepare(
+            "SELECT method, called_number, user_agent, transport_type FROM honey ORDER BY honey_id",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows[0],
+        ("REGISTER".into(), "100".into(), "VOIP".into(), "TCP".into())
+    );
+    assert_eq!(
+        rows[1],
+        (
+            "INVITE".into(),
+            "900442037690000".into(),
+            "sipcli/v1.8".into(),
+            "TCP".into()
+        )
+    );
 }
 
 #[test]
 fn tls_probes_are_recorded_with_a_generated_certificate() {
     let node = Node::start(&[]);
-    let cert_pem = std::fs::read(node.path("cert.pem")).expect("cert.pem generated in the working directory");
+    let cert_pem =
+        std::fs::read(node.path("cert.pem")).expect("cert.pem generated in the working directory");
     assert!(node.path("key.pem").exists());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut &cert_pem[..]) {
@@ -99,13 +124,19 @@ fn tls_probes_are_recorded_with_a_generated_certificate() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
     let tcp = TcpStream::connect(node.tls[0]).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(&options("2001", "tls-scanner", 7)).unwrap();
     tls.flush().unwrap();
     node.wait_rows(1);
-    let (t, ua): (String, String) = node.db().query_row("SELECT transport_type, user_agent FROM honey", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (t, ua): (String, String) = node
+        .db()
+        .query_row("SELECT transport_type, user_agent FROM honey", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
     assert_eq!((t.as_str(), ua.as_str()), ("TLS", "tls-scanner"));
 }
 
@@ -124,9 +155,17 @@ fn responsive_mode_answers_an_options_probe_in_its_transaction() {
     assert!(reply.contains("Call-ID: 42-call"), "{reply}");
     assert!(reply.contains("CSeq: 1 OPTIONS"), "{reply}");
     assert!(reply.contains("Server: FPBX-test"), "{reply}");
-    assert!(reply.lines().any(|l| l.starts_with("To:") && l.contains(";tag=")), "{reply}");
+    assert!(
+        reply
+            .lines()
+            .any(|l| l.starts_with("To:") && l.contains(";tag=")),
+        "{reply}"
+    );
     node.wait_rows(1);
-    let m: String = node.db().query_row("SELECT collected_method FROM honey", [], |r| r.get(0)).unwrap();
+    let m: String = node
+        .db()
+        .query_row("SELECT collected_method FROM honey", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(m, "responsive");
 }
 
@@ -135,7 +174,8 @@ fn passive_mode_never_answers() {
     let node = Node::start(&[]);
     let s = node.send_udp(&options("100", "friendly-scanner", 1));
     node.wait_rows(1);
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut buf = [0u8; 64];
     assert!(s.recv(&mut buf).is_err(), "a passive node sent something");
 }
@@ -148,7 +188,13 @@ fn the_node_id_survives_a_restart() {
     std::fs::copy(node.db_path(), dir.path().join("sentrypeer.db")).ok();
     let mut node = node;
     assert!(node.signal("TERM").success());
-    let again = Node::start_with(NodeOptions { dir: Some(std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap())), ..Default::default() });
+    let again = Node::start_with(NodeOptions {
+        dir: Some(std::mem::replace(
+            &mut node.dir,
+            tempfile::tempdir().unwrap(),
+        )),
+        ..Default::default()
+    });
     assert_eq!(again.health()["node_id"].as_str().unwrap(), id);
 }
 
@@ -156,5 +202,10 @@ fn the_node_id_survives_a_restart() {
 fn verbose_mode_prints_one_line_per_event() {
     let node = Node::start(&["-v"]);
     node.send_udp(&options("3333", "line-agent", 5));
-    assert!(poll(DEFAULT_WAIT, || node.log_text().contains("stdout:") && node.log_text().contains("line-agent")), "{}", node.log_text());
+    assert!(
+        poll(DEFAULT_WAIT, || node.log_text().contains("stdout:")
+            && node.log_text().contains("line-agent")),
+        "{}",
+        node.log_text()
+    );
 }

@@ -6,23 +6,48 @@ use crate::harness::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin()).args(args).current_dir(dir.path()).env("XDG_CONFIG_HOME", dir.path()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn help_lists_every_upstream_flag_and_version_prints_it() {
     let (code, out, _) = run(&["-h"]);
     assert_eq!(code, 0);
-    for flag in ["-f", "-j", "-l", "-p", "-b", "-a", "-w", "-i", "-c", "-r", "-R", "-t", "-k", "-z", "-g", "-N", "-s", "-v", "-d", "-h", "-V"] {
-        assert!(out.contains(&format!("{flag},")) || out.contains(&format!("{flag} ")), "{flag} missing from help:\n{out}");
+    for flag in [
+        "-f", "-j", "-l", "-p", "-b", "-a", "-w", "-i", "-c", "-r", "-R", "-t", "-k", "-z", "-g",
+        "-N", "-s", "-v", "-d", "-h", "-V",
+    ] {
+        assert!(
+            out.contains(&format!("{flag},")) || out.contains(&format!("{flag} ")),
+            "{flag} missing from help:\n{out}"
+        );
     }
-    for long in ["--udp-listen", "--tcp-listen", "--tls-listen", "--api-listen", "--db-file", "--json-log-file"] {
+    for long in [
+        "--udp-listen",
+        "--tcp-listen",
+        "--tls-listen",
+        "--api-listen",
+        "--db-file",
+        "--json-log-file",
+    ] {
         assert!(out.contains(long), "{long}");
     }
     let (code, out, _) = run(&["-V"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("sentrypeer {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.trim(),
+        format!("sentrypeer {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -30,7 +55,10 @@ fn a_bad_address_is_a_one_line_error_naming_the_flag_and_exit_2() {
     let (code, _, err) = run(&["--udp-listen", "127.0.0.1:notaport"]);
     assert_eq!(code, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--udp-listen") && err.contains("127.0.0.1:notaport"), "{err}");
+    assert!(
+        err.contains("--udp-listen") && err.contains("127.0.0.1:notaport"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -50,19 +78,45 @@ fn an_unreadable_certificate_is_exit_2_naming_the_flag() {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, "not a certificate").unwrap();
     std::fs::write(&key, "not a key").unwrap();
-    let (code, _, err) = run(&["--udp-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "-t", cert.to_str().unwrap(), "-k", key.to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--udp-listen",
+        "127.0.0.1:0",
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "-t",
+        cert.to_str().unwrap(),
+        "-k",
+        key.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("-t (--cert)") && err.contains(cert.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("-t (--cert)") && err.contains(cert.to_str().unwrap()),
+        "{err}"
+    );
 }
 
 #[test]
 fn environment_switches_work_even_set_to_zero() {
-    let node = Node::start_with(NodeOptions { envs: vec![("SENTRYPEER_JSON_LOG", "0".into()), ("SENTRYPEER_SIP_RESPONSIVE", "0".into())], ..Default::default() });
+    let node = Node::start_with(NodeOptions {
+        envs: vec![
+            ("SENTRYPEER_JSON_LOG", "0".into()),
+            ("SENTRYPEER_SIP_RESPONSIVE", "0".into()),
+        ],
+        ..Default::default()
+    });
     let s = node.send_udp(&options("100", "env", 1));
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 2048];
-    assert!(s.recv(&mut buf).is_ok(), "SENTRYPEER_SIP_RESPONSIVE=0 switched responsive mode on");
+    assert!(
+        s.recv(&mut buf).is_ok(),
+        "SENTRYPEER_SIP_RESPONSIVE=0 switched responsive mode on"
+    );
     node.wait_rows(1);
-    assert!(poll(DEFAULT_WAIT, || node.path("sentrypeer_json.log").exists()));
+    assert!(poll(DEFAULT_WAIT, || node
+        .path("sentrypeer_json.log")
+        .exists()));
 }

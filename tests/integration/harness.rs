@@ -36,7 +36,12 @@ pub struct NodeOptions<'a> {
 
 impl Default for NodeOptions<'_> {
     fn default() -> Self {
-        Self { args: vec![], envs: vec![], loopback_defaults: true, dir: None }
+        Self {
+            args: vec![],
+            envs: vec![],
+            loopback_defaults: true,
+            dir: None,
+        }
     }
 }
 
@@ -46,7 +51,10 @@ pub fn bin() -> &'static str {
 
 impl Node {
     pub fn start(args: &[&str]) -> Node {
-        Node::start_with(NodeOptions { args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+        Node::start_with(NodeOptions {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
     }
 
     pub fn start_with(opts: NodeOptions<'_>) -> Node {
@@ -64,7 +72,16 @@ impl Node {
             }
         }
         if opts.loopback_defaults {
-            cmd.args(["--udp-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]);
+            cmd.args([
+                "--udp-listen",
+                "127.0.0.1:0",
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ]);
             cmd.args(["-f", "sentrypeer.db"]);
         }
         cmd.args(&opts.args);
@@ -92,7 +109,15 @@ impl Node {
                 log3.lock().unwrap().push(format!("stdout: {line}"));
             }
         });
-        let mut node = Node { child: Some(child), dir, udp: vec![], tcp: vec![], tls: vec![], api: vec![], log };
+        let mut node = Node {
+            child: Some(child),
+            dir,
+            udp: vec![],
+            tcp: vec![],
+            tls: vec![],
+            api: vec![],
+            log,
+        };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
             panic!("sentrypeer did not become ready:\n{}", node.log_text());
         }
@@ -100,8 +125,13 @@ impl Node {
             if !line.contains("Listening.") {
                 continue;
             }
-            let (Some(t), Some(a)) = (field(line, "transport"), field(line, "addr")) else { continue };
-            let addr: SocketAddr = a.parse().unwrap();
+            let (Some(t), Some(a)) = (field(line, "transport"), field(line, "addr")) else {
+                continue;
+            };
+            // P2P addresses are multiaddrs, read by `Node::p2p`.
+            let Ok(addr) = a.parse::<SocketAddr>() else {
+                continue;
+            };
             match t.as_str() {
                 "UDP" => node.udp.push(addr),
                 "TCP" => node.tcp.push(addr),
@@ -132,7 +162,11 @@ impl Node {
     /// Sends a signal by name (TERM, INT, KILL) and waits for the exit.
     pub fn signal(&mut self, sig: &str) -> ExitStatus {
         let pid = self.pid().to_string();
-        let ok = Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} {pid} failed");
         self.wait_exit(Duration::from_secs(60))
     }
@@ -145,7 +179,11 @@ impl Node {
                 self.child = None;
                 return s;
             }
-            assert!(Instant::now() < deadline, "sentrypeer did not exit:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "sentrypeer did not exit:\n{}",
+                self.log_text()
+            );
             std::thread::park_timeout(Duration::from_millis(20));
         }
     }
@@ -202,7 +240,8 @@ impl Drop for Node {
 }
 
 pub fn open_db(path: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c
 }
@@ -237,10 +276,14 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -248,30 +291,50 @@ impl Response {
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             break;
         }
@@ -282,7 +345,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 pub fn testdata(rel: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../shared/testdata/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../shared/testdata/{rel}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// An OPTIONS probe as sipvicious sends it, with a chosen number and agent.
@@ -304,10 +371,83 @@ pub fn options(number: &str, agent: &str, branch: u64) -> Vec<u8> {
 
 /// Whether a command is on PATH (the real-tool tests need CI to have installed them).
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Fails loudly when a tool CI must install is missing, instead of passing without testing.
 pub fn require(tool: &str) {
-    assert!(have(tool), "{tool} is not installed: run .ci/run's apt-get step (or apt-get install it)");
+    assert!(
+        have(tool),
+        "{tool} is not installed: run .ci/run's apt-get step (or apt-get install it)"
+    );
+}
+
+/// What a bounded tool run left behind.
+pub struct ToolRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolRun {
+    /// Both streams, for assertion messages and for tools that log to stderr.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs a command to completion, killing it (and failing the test) after `timeout`.
+pub fn run_tool(cmd: &mut Command, timeout: Duration) -> ToolRun {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = None;
+    poll(timeout, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{cmd:?} did not finish within {timeout:?}:\n{}\n{}",
+            out.join().unwrap(),
+            err.join().unwrap()
+        );
+    };
+    ToolRun {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+impl Node {
+    /// The peer-to-peer multiaddrs the node logged before it was ready (`transport=P2P`).
+    #[cfg_attr(not(feature = "p2p"), allow(dead_code))]
+    pub fn p2p(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Listening.") && field(l, "transport").as_deref() == Some("P2P"))
+            .filter_map(|l| field(l, "addr"))
+            .collect()
+    }
 }

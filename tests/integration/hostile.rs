@@ -19,10 +19,13 @@ fn responses_nul_bytes_non_utf8_and_huge_datagrams_are_rejected_and_counted() {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     s.send_to(response, node.udp[0]).unwrap();
-    s.send_to(&testdata("rfc4475/unreason.dat"), node.udp[0]).unwrap();
+    s.send_to(&testdata("rfc4475/unreason.dat"), node.udp[0])
+        .unwrap();
     s.send_to(b"\0\0\0\0", node.udp[0]).unwrap();
-    s.send_to(b"OPTIONS \0 SIP/2.0\r\n\r\n", node.udp[0]).unwrap();
-    s.send_to(&[0xff, 0xfe, 0x80, 0x81, b'\r', b'\n'], node.udp[0]).unwrap();
+    s.send_to(b"OPTIONS \0 SIP/2.0\r\n\r\n", node.udp[0])
+        .unwrap();
+    s.send_to(&[0xff, 0xfe, 0x80, 0x81, b'\r', b'\n'], node.udp[0])
+        .unwrap();
     s.send_to(&vec![b'A'; 65_507], node.udp[0]).unwrap();
     let mut big = options("100", "big", 9);
     big.truncate(big.len() - 2); // drop the blank line, pad the headers to the datagram limit
@@ -32,7 +35,10 @@ fn responses_nul_bytes_non_utf8_and_huge_datagrams_are_rejected_and_counted() {
     s.send_to(&big, node.udp[0]).unwrap();
     // A request with non-UTF-8 in its agent is still a request: recorded, bytes replaced.
     let mut odd = options("200", "bad\u{fffd}agent", 10);
-    let at = odd.windows(3).position(|w| w == "\u{fffd}".as_bytes()).unwrap();
+    let at = odd
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
     odd.splice(at..at + 3, [0xff]);
     s.send_to(&odd, node.udp[0]).unwrap();
     node.wait_rows(2);
@@ -40,10 +46,18 @@ fn responses_nul_bytes_non_utf8_and_huge_datagrams_are_rejected_and_counted() {
     assert_eq!(node.counter("rejected_responses"), 2);
     assert!(node.counter("rejected_not_sip") + node.counter("rejected_malformed") >= 4);
     assert_eq!(node.count("SELECT count(*) FROM honey"), 2);
-    let ua: String = node.db().query_row("SELECT user_agent FROM honey WHERE called_number = '200'", [], |r| r.get(0)).unwrap();
+    let ua: String = node
+        .db()
+        .query_row(
+            "SELECT user_agent FROM honey WHERE called_number = '200'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(ua, "bad\u{fffd}agent");
     // No reply to anything that is not a SIP request.
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut got = 0;
     let mut buf = [0u8; 70_000];
     while s.recv(&mut buf).is_ok() {
@@ -66,7 +80,11 @@ fn truncated_and_oversized_tcp_messages_close_the_stream_not_the_node() {
         let junk = vec![b'a'; 70_000];
         let _ = s.write_all(&junk);
     }
-    assert!(poll(DEFAULT_WAIT, || node.counter("streams_rejected") >= 2), "{}", node.health());
+    assert!(
+        poll(DEFAULT_WAIT, || node.counter("streams_rejected") >= 2),
+        "{}",
+        node.health()
+    );
     let mut s = TcpStream::connect(node.tcp[0]).unwrap();
     s.write_all(&options("300", "after", 1)).unwrap();
     node.wait_rows(1);
@@ -94,8 +112,15 @@ fn a_junk_flood_keeps_memory_bounded_and_the_api_answering() {
     }
     node.send_udp(&options("400", "after-flood", 1));
     node.wait_rows(1);
-    assert_eq!(node.count("SELECT count(*) FROM honey"), 1, "junk is never recorded");
+    assert_eq!(
+        node.count("SELECT count(*) FROM honey"),
+        1,
+        "junk is never recorded"
+    );
     assert!(node.counter("rejected_not_sip") > 0);
     let after = rss_kib(node.pid());
-    assert!(after < 100 * 1024, "RSS {after} KiB after the flood (was {before} KiB)");
+    assert!(
+        after < 100 * 1024,
+        "RSS {after} KiB after the flood (was {before} KiB)"
+    );
 }

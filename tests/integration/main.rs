@@ -8,5 +8,10 @@ mod api;
 mod capture;
 mod cli;
 mod hostile;
+#[cfg(feature = "p2p")]
+mod p2p;
 mod shutdown;
+mod syslog;
+mod tools;
 mod upstream_db;
+mod webhook;

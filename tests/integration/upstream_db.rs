@@ -2,7 +2,8 @@
 
 use crate::harness::*;
 
-const UPSTREAM_SCHEMA: &str = "CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT, event_uuid TEXT,
+const UPSTREAM_SCHEMA: &str =
+    "CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT, event_uuid TEXT,
   collected_method TEXT, source_ip TEXT, called_number TEXT, transport_type TEXT, method TEXT,
   user_agent TEXT, sip_message TEXT, created_by_node_id TEXT,
   created_at DATETIME DEFAULT(STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')));
@@ -17,7 +18,11 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
         let db = rusqlite::Connection::open(dir.path().join("sentrypeer.db")).unwrap();
         db.execute_batch(UPSTREAM_SCHEMA).unwrap();
         let rows = [
-            ("2024-05-01 10:00:00.12345", "203.0.113.7:52613", "441234567890"),
+            (
+                "2024-05-01 10:00:00.12345",
+                "203.0.113.7:52613",
+                "441234567890",
+            ),
             ("2024-05-02 11:00:00.5", "203.0.113.7:5060", "441234567890"),
             ("2024-05-03 12:00:00.7", "198.51.100.20", "100"),
         ];
@@ -30,14 +35,23 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
             .unwrap();
         }
     }
-    let node = Node::start_with(NodeOptions { dir: Some(dir), ..Default::default() });
+    let node = Node::start_with(NodeOptions {
+        dir: Some(dir),
+        ..Default::default()
+    });
     let r = node.get("/ip-addresses/203.0.113.7");
-    assert_eq!((r.status, r.json()), (200, serde_json::json!({"bad_actor_found": "203.0.113.7"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"bad_actor_found": "203.0.113.7"}))
+    );
     let r = node.get("/ip-address/198.51.100.20");
     assert_eq!(r.status, 200);
     let v = node.get("/ip-addresses").json();
     assert_eq!(v["ip_addresses_total"], 2);
-    assert_eq!(v["ip_addresses"][0]["ip_address"], "198.51.100.20", "newest first");
+    assert_eq!(
+        v["ip_addresses"][0]["ip_address"], "198.51.100.20",
+        "newest first"
+    );
     assert_eq!(v["ip_addresses"][1]["ip_address"], "203.0.113.7");
     assert_eq!(v["ip_addresses"][1]["seen_count"], "2");
     assert_eq!(v["ip_addresses"][1]["seen_last"], "2024-05-02 11:00:00.5");
@@ -52,6 +66,17 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
     let v = node.get("/numbers").json();
     assert_eq!(v["called_numbers"][0]["called_number"], "100");
     assert_eq!(v["called_numbers"][0]["seen_count"], "2");
-    let schema: String = node.db().query_row("SELECT sql FROM sqlite_master WHERE name = 'honey'", [], |r| r.get(0)).unwrap();
-    assert!(schema.starts_with("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT"), "{schema}");
+    let schema: String = node
+        .db()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'honey'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        schema
+            .starts_with("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT"),
+        "{schema}"
+    );
 }

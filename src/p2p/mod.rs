@@ -1,0 +1,136 @@
+//! The peer-to-peer network (`-p`): signed real-time sharing of bad actors over gossipsub,
+//! catch-up after downtime over request-response, and tit-for-tat enforced by every peer.
+//!
+//! ```text
+//! pipeline "peers" output ─► only Origin::Local ─► shareable? ─► outbound limit ─► gossipsub (signed)
+//! gossipsub message ─► per-peer + per-author limits ─► validate ─► dedup (LRU + database)
+//!                          ├─ invalid: Reject (the sender's gossipsub score falls)
+//!                          └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author) })
+//! connect ─► catch-up (pages after a cursor, each event validated the same way)
+//! every second ─► standing of each peer ─► gossipsub application score
+//! ```
+//!
+//! The pure parts (wire format and validation, standing and rate limits, catch-up pages over
+//! the database) are always compiled and tested; the libp2p node is behind the `p2p` feature.
+//! Nothing here depends on capture or the other outputs; it talks to the rest of the node
+//! through the pipeline, the read pool and the counters.
+
+pub mod catchup;
+pub mod standing;
+pub mod validate;
+
+#[cfg(feature = "p2p")]
+mod identity;
+#[cfg(feature = "p2p")]
+mod node;
+
+#[cfg(feature = "p2p")]
+pub use node::{Start, start};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// The gossipsub topic every node publishes and reads bad actors on; the version changes if
+/// the wire format does.
+pub const TOPIC: &str = "sentrypeer/bad-actors/1";
+/// How long the API waits for the peer network to describe itself.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the node's identity key lives: beside its database.
+pub fn key_path(db_file: &Path) -> PathBuf {
+    let mut s = db_file.as_os_str().to_owned();
+    s.push(".p2p-key");
+    PathBuf::from(s)
+}
+
+/// What the rest of the node (the API, tests) can ask the running peer network.
+#[derive(Debug)]
+pub struct P2pHandle {
+    pub peer_id: String,
+    /// The addresses bound at startup.
+    pub listen: Vec<String>,
+    /// Bytes read from and written to peers over TCP (after encryption: what is on the wire).
+    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_out: Arc<AtomicU64>,
+    query: mpsc::Sender<oneshot::Sender<PeersSnapshot>>,
+}
+
+impl P2pHandle {
+    pub fn new(
+        peer_id: String,
+        listen: Vec<String>,
+        bytes: (Arc<AtomicU64>, Arc<AtomicU64>),
+        query: mpsc::Sender<oneshot::Sender<PeersSnapshot>>,
+    ) -> Self {
+        Self {
+            peer_id,
+            listen,
+            bytes_in: bytes.0,
+            bytes_out: bytes.1,
+            query,
+        }
+    }
+
+    /// The connected peers as the network task sees them now; `None` if it has stopped.
+    pub async fn snapshot(&self) -> Option<PeersSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.query.send(tx).await.ok()?;
+        tokio::time::timeout(SNAPSHOT_TIMEOUT, rx).await.ok()?.ok()
+    }
+}
+
+/// `GET /peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeersSnapshot {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub peers_total: usize,
+    pub peers: Vec<PeerInfo>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    /// Where we are connected to it.
+    pub addresses: Vec<String>,
+    /// Where it says it listens.
+    pub listen_addrs: Vec<String>,
+    pub agent: Option<String>,
+    /// `trusted`, `new`, `contributor` or `listener` (see `standing`).
+    pub standing: &'static str,
+    /// Its gossipsub score (application score included), when scored.
+    pub score: Option<f64>,
+    /// Whether it is in our gossip mesh (it receives what we forward).
+    pub in_mesh: bool,
+    pub events_received: u64,
+    pub events_sent: u64,
+    pub events_rejected: u64,
+    pub events_rate_limited: u64,
+    pub seconds_known: u64,
+    pub seconds_since_contribution: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_lives_beside_the_database() {
+        assert_eq!(
+            key_path(Path::new("/var/lib/sentrypeer/sentrypeer.db")),
+            PathBuf::from("/var/lib/sentrypeer/sentrypeer.db.p2p-key")
+        );
+        assert_eq!(
+            key_path(Path::new("sentrypeer.db")),
+            PathBuf::from("sentrypeer.db.p2p-key")
+        );
+    }
+}

@@ -1,0 +1,583 @@
+//! The peer-to-peer network on loopback: real nodes (the binary), plus in-process libp2p peers
+//! that publish crafted messages. Every wait is a poll with a deadline.
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::{Multiaddr, SwarmBuilder, identity, noise, tcp, yamux};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Accept loopback sources: every probe in these tests comes from 127.0.0.1.
+const LAB: &str = "--p2p-allow-private";
+
+fn p2p_node(dir: Option<tempfile::TempDir>, bootstrap: Option<&Node>, extra: &[&str]) -> Node {
+    let mut args: Vec<String> = [
+        "-p",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--p2p-no-mdns",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(b) = bootstrap {
+        args.push("-b".into());
+        args.push(b.p2p()[0].clone());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let node = Node::start_with(NodeOptions {
+        args,
+        dir,
+        ..Default::default()
+    });
+    assert!(
+        !node.p2p().is_empty(),
+        "no P2P address:\n{}",
+        node.log_text()
+    );
+    node
+}
+
+fn peers(n: &Node) -> Value {
+    let r = n.get("/peers");
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+fn peer_id(n: &Node) -> String {
+    n.health()["peer_id"].as_str().unwrap().to_string()
+}
+
+/// This node's view of one of its connected peers.
+fn view_of(n: &Node, id: &str) -> Option<Value> {
+    peers(n)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == id)
+        .cloned()
+}
+
+fn rows_for(n: &Node, number: &str) -> i64 {
+    n.count(&format!(
+        "SELECT count(*) FROM honey WHERE called_number = '{number}'"
+    ))
+}
+
+fn rows_with_uuid(n: &Node, uuid: &str) -> i64 {
+    n.count(&format!(
+        "SELECT count(*) FROM honey WHERE event_uuid = '{uuid}'"
+    ))
+}
+
+fn wait_connected(nodes: &[&Node], at_least: usize) {
+    for n in nodes {
+        let ok = poll(DEFAULT_WAIT, || {
+            peers(n)["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in_mesh"] == true)
+                .count()
+                >= at_least
+        });
+        assert!(ok, "not meshed: {}\n{}", peers(n), n.log_text());
+    }
+}
+
+fn probe(n: &Node, number: &str, branch: u64) {
+    n.send_udp(&options(number, "p2p-test", branch));
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(n, number) == 1),
+        "probe {number} not recorded locally\n{}",
+        n.log_text()
+    );
+}
+
+#[test]
+fn a_probe_on_one_of_five_nodes_reaches_every_other_database_and_api_within_two_seconds() {
+    let hub = p2p_node(None, None, &[LAB]);
+    let leaves: Vec<Node> = (0..4).map(|_| p2p_node(None, Some(&hub), &[LAB])).collect();
+    let mut all: Vec<&Node> = vec![&hub];
+    all.extend(leaves.iter());
+    let hub_ok = poll(DEFAULT_WAIT, || {
+        let v = peers(&hub);
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in_mesh"] == true)
+            .count()
+            == 4
+    });
+    assert!(hub_ok, "hub not meshed with all: {}", peers(&hub));
+    wait_connected(&all, 1);
+
+    let origin = &leaves[2];
+    let origin_id = peer_id(origin);
+    let ids: Vec<String> = all.iter().map(|n| peer_id(n)).collect();
+    origin.send_udp(&options("5550001", "p2p-test", 1));
+    let sent = Instant::now();
+    let others: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.pid() != origin.pid())
+        .collect();
+    let ok = poll(Duration::from_secs(10), || {
+        others.iter().all(|n| rows_for(n, "5550001") == 1)
+    });
+    let elapsed = sent.elapsed();
+    assert!(
+        ok,
+        "not everywhere: {:?}",
+        others
+            .iter()
+            .map(|n| rows_for(n, "5550001"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "took {elapsed:?} to reach every node"
+    );
+    for n in &others {
+        let r = n.get("/numbers/5550001");
+        assert_eq!(
+            (r.status, r.json()),
+            (200, json!({"phone_number_found": "5550001"}))
+        );
+        let from: Option<String> = n
+            .db()
+            .query_row(
+                "SELECT received_from_peer FROM honey WHERE called_number = '5550001'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // Its signer when it came by gossip; the serving peer when a catch-up with a peer
+        // met meanwhile happened to bring it first.
+        assert!(
+            from.is_some_and(|f| ids.contains(&f)),
+            "received from a node"
+        );
+    }
+    let from_hub: Option<String> = hub
+        .db()
+        .query_row(
+            "SELECT received_from_peer FROM honey WHERE called_number = '5550001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        from_hub.as_deref(),
+        Some(origin_id.as_str()),
+        "signed by its author"
+    );
+    let local: Option<String> = origin
+        .db()
+        .query_row(
+            "SELECT received_from_peer FROM honey WHERE called_number = '5550001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(local, None);
+    assert_eq!(hub.counter("peer_events_accepted"), 1);
+    // Nothing comes back to its origin as a second row.
+    assert_eq!(rows_for(origin, "5550001"), 1);
+}
+
+/// A database as a node that was running an hour ago left it: events an hour old, and one
+/// past the seven-day horizon.
+fn seed_db(dir: &tempfile::TempDir) -> (Vec<String>, String) {
+    let conn = rusqlite::Connection::open(dir.path().join("sentrypeer.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT, event_uuid TEXT,
+          collected_method TEXT, source_ip TEXT, called_number TEXT, transport_type TEXT, method TEXT,
+          user_agent TEXT, sip_message TEXT, created_by_node_id TEXT,
+          created_at DATETIME DEFAULT(STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')));",
+    )
+    .unwrap();
+    let insert = |ago: Duration, number: &str| -> String {
+        let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
+        conn.execute(
+            "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip,
+              called_number, transport_type, method, user_agent, sip_message, created_by_node_id)
+             VALUES (?1, ?2, 'passive', '203.0.113.50', ?3, 'UDP', 'OPTIONS', 'friendly-scanner',
+              'OPTIONS sip:100@198.51.100.10 SIP/2.0', ?4)",
+            rusqlite::params![
+                sentrypeer::event::format_timestamp(SystemTime::now() - ago),
+                uuid,
+                number,
+                uuid::Uuid::new_v4().hyphenated().to_string()
+            ],
+        )
+        .unwrap();
+        uuid
+    };
+    let hour = Duration::from_secs(3600);
+    let recent = vec![
+        insert(hour + Duration::from_secs(30), "5552001"),
+        insert(hour + Duration::from_secs(20), "5552002"),
+        insert(hour, "5552003"),
+    ];
+    let expired = insert(Duration::from_secs(8 * 24 * 3600), "5552009");
+    (recent, expired)
+}
+
+#[test]
+fn a_node_that_joins_an_hour_late_catches_up_on_the_last_seven_days_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recent, expired) = seed_db(&dir);
+    let old = p2p_node(Some(dir), None, &[LAB]);
+    let late = p2p_node(None, Some(&old), &[LAB]);
+    let ok = poll(DEFAULT_WAIT, || {
+        recent.iter().all(|u| rows_with_uuid(&late, u) == 1)
+    });
+    assert!(ok, "no catch-up:\n{}", late.log_text());
+    assert_eq!(
+        rows_with_uuid(&late, &expired),
+        0,
+        "nothing past seven days"
+    );
+    assert_eq!(late.count("SELECT count(*) FROM honey"), 3);
+    let old_id = peer_id(&old);
+    let from: String = late
+        .db()
+        .query_row("SELECT DISTINCT received_from_peer FROM honey", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        from, old_id,
+        "caught-up events name the peer that served them"
+    );
+    let r = late.get("/numbers/5552002");
+    assert_eq!(r.status, 200);
+    // The one that served them sees them as received by the late node's catch-up.
+    let v = view_of(&old, &peer_id(&late)).unwrap();
+    assert!(v["events_sent"].as_u64().unwrap() >= 3, "{v}");
+}
+
+#[test]
+fn a_restarted_node_keeps_its_identity_and_catches_up_on_what_it_missed() {
+    let a = p2p_node(None, None, &[LAB]);
+    let mut b = p2p_node(None, Some(&a), &[LAB]);
+    wait_connected(&[&a, &b], 1);
+    let b_id = peer_id(&b);
+    probe(&a, "5553001", 1);
+    assert!(poll(DEFAULT_WAIT, || rows_for(&b, "5553001") == 1));
+
+    assert!(b.signal("TERM").success());
+    let dir = std::mem::replace(&mut b.dir, tempfile::tempdir().unwrap());
+    let key = dir.path().join("sentrypeer.db.p2p-key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Recorded while b is down.
+    probe(&a, "5553002", 2);
+    probe(&a, "5553003", 3);
+
+    let b = p2p_node(Some(dir), Some(&a), &[LAB]);
+    assert_eq!(peer_id(&b), b_id, "the identity survives a restart");
+    let ok = poll(DEFAULT_WAIT, || {
+        rows_for(&b, "5553002") == 1 && rows_for(&b, "5553003") == 1
+    });
+    assert!(ok, "missed events not caught up:\n{}", b.log_text());
+    assert_eq!(rows_for(&b, "5553001"), 1, "no duplicate of what it had");
+    assert!(b.log_text().contains(&b_id));
+}
+
+#[test]
+fn a_listener_stops_receiving_after_its_grace_period_while_contributors_keep_receiving() {
+    let grace = ["--p2p-grace", "4"];
+    let a = p2p_node(None, None, &[LAB, grace[0], grace[1]]);
+    let b = p2p_node(None, Some(&a), &[LAB, grace[0], grace[1]]);
+    let l = p2p_node(None, Some(&a), &[LAB, grace[0], grace[1]]);
+    wait_connected(&[&a, &b, &l], 1);
+    let (a_id, b_id, l_id) = (peer_id(&a), peer_id(&b), peer_id(&l));
+
+    // a and b share while they are new to each other; the listener only receives.
+    probe(&b, "5554001", 1);
+    assert!(poll(DEFAULT_WAIT, || rows_for(&a, "5554001") == 1));
+    probe(&a, "5554002", 2);
+    assert!(poll(DEFAULT_WAIT, || rows_for(&b, "5554002") == 1));
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(&l, "5554002") == 1),
+        "served during grace"
+    );
+
+    // Past its grace, the listener is scored out of a's and b's mesh.
+    for (judge, name) in [(&a, "a"), (&b, "b")] {
+        let ok = poll(DEFAULT_WAIT, || {
+            view_of(judge, &l_id).is_some_and(|v| {
+                v["standing"] == "listener"
+                    && v["in_mesh"] == false
+                    && v["score"].as_f64().is_some_and(|s| s < -50.0)
+            })
+        });
+        assert!(ok, "{name} still serves the listener: {}", peers(judge));
+    }
+    let a_on_b = view_of(&b, &a_id).unwrap();
+    assert_eq!(a_on_b["standing"], "contributor", "{a_on_b}");
+    let b_on_a = view_of(&a, &b_id).unwrap();
+    assert_eq!(b_on_a["standing"], "contributor", "{b_on_a}");
+
+    probe(&a, "5554003", 3);
+    probe(&b, "5554004", 4);
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(&b, "5554003") == 1),
+        "contributor b"
+    );
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(&a, "5554004") == 1),
+        "contributor a"
+    );
+    // Gossip would reach it within a heartbeat or two; give it several.
+    let leaked = poll(Duration::from_secs(4), || {
+        rows_for(&l, "5554003") + rows_for(&l, "5554004") > 0
+    });
+    assert!(!leaked, "the listener still receives");
+
+    // Nor is it served catch-up when it comes back.
+    let mut l = l;
+    assert!(l.signal("TERM").success());
+    let dir = std::mem::replace(&mut l.dir, tempfile::tempdir().unwrap());
+    let l = p2p_node(Some(dir), Some(&a), &[LAB, grace[0], grace[1]]);
+    let refused = poll(DEFAULT_WAIT, || {
+        l.log_text().contains("A peer refused catch-up.")
+    });
+    assert!(refused, "{}", l.log_text());
+    assert_eq!(rows_for(&l, "5554003") + rows_for(&l, "5554004"), 0);
+}
+
+/// An in-process libp2p peer that publishes whatever bytes it is given on the topic.
+struct RawPeer {
+    peer_id: String,
+    publish: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    published: std_mpsc::Receiver<()>,
+}
+
+impl RawPeer {
+    fn start(rt: &tokio::runtime::Runtime, target: &str, signed: bool) -> RawPeer {
+        let key = identity::Keypair::generate_ed25519();
+        let peer_id = key.public().to_peer_id();
+        let (auth, mode) = if signed {
+            (
+                MessageAuthenticity::Signed(key.clone()),
+                ValidationMode::Strict,
+            )
+        } else {
+            (
+                MessageAuthenticity::Author(peer_id),
+                ValidationMode::Permissive,
+            )
+        };
+        let target: Multiaddr = target.parse().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let (done_tx, done_rx) = std_mpsc::channel();
+        rt.spawn(async move {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(mode)
+                .max_transmit_size(256 * 1024)
+                .build()
+                .unwrap();
+            let mut swarm = SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default(),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|_| {
+                    gossipsub::Behaviour::<gossipsub::IdentityTransform>::new(auth, config).unwrap()
+                })
+                .unwrap()
+                .build();
+            let topic = IdentTopic::new(sentrypeer::p2p::TOPIC);
+            swarm.behaviour_mut().subscribe(&topic).unwrap();
+            swarm.dial(target).unwrap();
+            let mut queue: std::collections::VecDeque<Vec<u8>> = Default::default();
+            let mut retry = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    data = rx.recv() => match data {
+                        Some(d) => queue.push_back(d),
+                        None => break,
+                    },
+                    _ = swarm.select_next_some() => {}
+                    _ = retry.tick() => {
+                        while let Some(d) = queue.front() {
+                            match swarm.behaviour_mut().publish(topic.clone(), d.clone()) {
+                                Ok(_) => {
+                                    queue.pop_front();
+                                    let _ = done_tx.send(());
+                                }
+                                // Not yet connected and subscribed: try again shortly.
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            drop(swarm);
+        });
+        RawPeer {
+            peer_id: peer_id.to_string(),
+            publish: tx,
+            published: done_rx,
+        }
+    }
+
+    fn publish(&self, data: Vec<u8>) {
+        self.publish.send(data).unwrap();
+        self.published
+            .recv_timeout(DEFAULT_WAIT)
+            .expect("published to the node");
+    }
+}
+
+/// A well-formed event as a node would publish it, with a public source.
+fn good_event(number: &str) -> (String, Value) {
+    let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
+    let v = json!({
+        "app_name": "sentrypeer",
+        "app_version": "test",
+        "event_timestamp": sentrypeer::event::format_timestamp(SystemTime::now()),
+        "event_uuid": uuid,
+        "created_by_node_id": uuid::Uuid::new_v4().hyphenated().to_string(),
+        "collected_method": "passive",
+        "transport_type": "UDP",
+        "source_ip": "8.8.8.8:5060",
+        "destination_ip": "0.0.0.0:5060",
+        "called_number": number,
+        "sip_method": "OPTIONS",
+        "sip_user_agent": "friendly-scanner",
+        "sip_message": "OPTIONS sip:100@198.51.100.10 SIP/2.0\r\n\r\n",
+    });
+    (uuid, v)
+}
+
+#[test]
+fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_spread() {
+    // No --p2p-allow-private: these nodes apply the internet's rules.
+    let v = p2p_node(None, None, &[]);
+    let w = p2p_node(None, Some(&v), &[]);
+    wait_connected(&[&v, &w], 1);
+    let target = v.p2p()[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let mut bad: Vec<(String, &str, RawPeer)> = Vec::new();
+    let (u, _) = good_event("5555001");
+    let malformed = RawPeer::start(&rt, &target, true);
+    malformed.publish(b"{\"event_uuid\": \"not json".to_vec());
+    bad.push((u, "malformed", malformed));
+
+    let (u, mut e) = good_event("5555002");
+    e["sip_message"] = "A".repeat(20 * 1024).into();
+    let oversized = RawPeer::start(&rt, &target, true);
+    oversized.publish(e.to_string().into_bytes());
+    bad.push((u, "oversized", oversized));
+
+    let (u, mut e) = good_event("5555003");
+    e["source_ip"] = "192.168.1.20:5060".into();
+    let private = RawPeer::start(&rt, &target, true);
+    private.publish(e.to_string().into_bytes());
+    bad.push((u, "private", private));
+
+    let (u, mut e) = good_event("5555004");
+    e["event_timestamp"] =
+        sentrypeer::event::format_timestamp(SystemTime::now() + Duration::from_secs(24 * 3600))
+            .into();
+    let future = RawPeer::start(&rt, &target, true);
+    future.publish(e.to_string().into_bytes());
+    bad.push((u, "future", future));
+
+    let (u, e) = good_event("5555005");
+    let unsigned = RawPeer::start(&rt, &target, false);
+    unsigned.publish(e.to_string().into_bytes());
+    bad.push((u, "unsigned", unsigned));
+
+    // Our validation rejected the four signed ones; gossipsub itself dropped the unsigned one.
+    let ok = poll(DEFAULT_WAIT, || v.counter("peer_events_rejected") >= 4);
+    assert!(
+        ok,
+        "rejected: {}\n{}",
+        v.counter("peer_events_rejected"),
+        v.log_text()
+    );
+    for (_, what, peer) in &bad {
+        let ok = poll(DEFAULT_WAIT, || {
+            view_of(&v, &peer.peer_id).is_some_and(|p| p["score"].as_f64().is_some_and(|s| s < 0.0))
+        });
+        assert!(ok, "{what}: the sender's score did not fall: {}", peers(&v));
+    }
+
+    // An honest peer's event goes through v to w; whatever v had accepted before it would
+    // have reached w first.
+    let honest = RawPeer::start(&rt, &target, true);
+    let (good_uuid, e) = good_event("5555010");
+    honest.publish(e.to_string().into_bytes());
+    assert!(
+        poll(DEFAULT_WAIT, || rows_with_uuid(&w, &good_uuid) == 1),
+        "the honest event did not spread:\n{}\n{}",
+        v.log_text(),
+        w.log_text()
+    );
+    assert_eq!(rows_with_uuid(&v, &good_uuid), 1);
+    for (uuid, what, _) in &bad {
+        assert_eq!(rows_with_uuid(&v, uuid), 0, "{what} reached v");
+        assert_eq!(rows_with_uuid(&w, uuid), 0, "{what} reached w");
+    }
+    assert_eq!(v.count("SELECT count(*) FROM honey"), 1);
+    assert_eq!(v.counter("peer_events_accepted"), 1);
+    assert_eq!(v.counter("peer_events_rejected"), 4);
+    drop(bad);
+    drop(honest);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+#[test]
+fn p2p_without_peers_says_so_and_keeps_listening_and_peers_is_empty_without_p() {
+    let n = p2p_node(None, None, &[]);
+    assert!(
+        n.log_text().contains("nothing to connect to"),
+        "{}",
+        n.log_text()
+    );
+    let v = peers(&n);
+    assert_eq!(v["peer_to_peer"], true);
+    assert_eq!(v["peers_total"], 0);
+    assert_eq!(v["peer_id"], peer_id(&n));
+    assert!(n.p2p()[0].starts_with("/ip4/127.0.0.1/tcp/"));
+
+    let plain = Node::start(&[]);
+    let v = peers(&plain);
+    assert_eq!(v["peer_to_peer"], false);
+    assert!(plain.health().get("peer_id").is_none());
+}
+
+#[test]
+fn a_bad_p2p_setting_is_a_startup_error_naming_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["-p", "--p2p-listen", "/ip4/nonsense", "-R", "-f"])
+        .arg(dir.path().join("x.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--p2p-listen"), "{err}");
+    let out = std::process::Command::new(bin())
+        .args(["-p", "--p2p-grace", "soon", "-R"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--p2p-grace"));
+}
