@@ -87,6 +87,19 @@ async fn start_node(dir: &std::path::Path, bootstrap: Option<&str>) -> RunningAp
     }
 }
 
+/// User + system CPU time of this process so far, from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 fn bytes_out(apps: &[RunningApp]) -> u64 {
     apps.iter()
         .filter_map(|a| a.p2p.as_ref())
@@ -157,6 +170,7 @@ async fn main() {
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let before = bytes_out(&apps);
+    let cpu_before = cpu_seconds();
     let start = tokio::time::Instant::now();
     for i in 0..total {
         tokio::time::sleep_until(start + interval * i as u32).await;
@@ -224,6 +238,11 @@ async fn main() {
         percentile(&latencies, 0.95),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "CPU (whole process, user+sys) during the run: {cpu:.1} s = {:.0} us per delivery",
+        cpu * 1e6 / received.max(1) as f64
     );
     let idle_per_s = idle as f64 / seconds as f64;
     let net = wire as f64 - idle_per_s * sent_in.as_secs_f64();

@@ -422,6 +422,37 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
     Ok(s)
 }
 
+/// Asks for a large UDP receive buffer: past `net.core.rmem_max` when the process may
+/// (CAP_NET_ADMIN, `SO_RCVBUFFORCE`), else as much as the kernel allows.
+fn grow_recv_buffer(socket: &Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int, on a
+    // descriptor this function borrows for the duration of the call.
+    #[allow(unsafe_code)]
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = socket.set_recv_buffer_size(bytes);
+    }
+    if let Ok(got) = socket.recv_buffer_size() {
+        if got < bytes {
+            tracing::info!(
+                requested = bytes,
+                granted = got,
+                "UDP receive buffer capped by net.core.rmem_max; raise it for bursts."
+            );
+        }
+    }
+}
+
 /// Binds one socket; a default IPv6 address on a host without IPv6 is skipped with a warning.
 fn bind(l: &Listen, option: &str, ty: Type) -> Result<Option<Socket>, ConfigError> {
     let attempt = || -> std::io::Result<Socket> {
@@ -435,7 +466,7 @@ fn bind(l: &Listen, option: &str, ty: Type) -> Result<Option<Socket>, ConfigErro
             socket.set_only_v6(true)?;
         }
         if ty == Type::DGRAM {
-            let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER_BYTES);
+            grow_recv_buffer(&socket, UDP_RECV_BUFFER_BYTES);
         } else {
             socket.set_reuse_address(true)?;
         }

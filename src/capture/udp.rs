@@ -1,5 +1,6 @@
 //! SIP over UDP: one datagram is one message (trailing octets ignored, RFC 4475 dblreq).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,19 +12,93 @@ use super::inspect::Meta;
 use crate::event::Transport;
 use crate::metrics::Counters;
 
+/// Turns on IP_PKTINFO / IPV6_RECVPKTINFO.
+fn enable_pktinfo(socket: &UdpSocket, bound: SocketAddr) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if bound.is_ipv4() {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
+    } else {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+    }
+}
+
+/// One `recvmsg`: the datagram, its source, and the local address it was sent to.
+fn recv_with_destination(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    bound: SocketAddr,
+) -> std::io::Result<(usize, SocketAddr, SocketAddr)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    let source = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        })
+        .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
+    let mut local = bound;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    local.set_ip(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    local.set_ip(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((msg.bytes, source, local))
+}
+
 /// The largest UDP payload; a longer datagram cannot arrive. One byte more detects truncation.
 const MAX_DATAGRAM_BYTES: usize = 65_507;
 
 pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: CancellationToken) {
-    let Ok(local) = socket.local_addr() else {
+    let Ok(bound) = socket.local_addr() else {
         return;
     };
+    // On a wildcard address, ask the kernel which local address each datagram was sent to, so
+    // that `destination_ip` is the real address, as on TCP.
+    let wildcard = bound.ip().is_unspecified() && enable_pktinfo(&socket, bound).is_ok();
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
     loop {
+        let mut local = bound;
+        let received = async {
+            if wildcard {
+                socket
+                    .async_io(tokio::io::Interest::READABLE, || {
+                        recv_with_destination(&socket, &mut buf, &mut cmsg, bound)
+                    })
+                    .await
+                    .map(|(len, source, dst)| {
+                        local = dst;
+                        (len, source)
+                    })
+            } else {
+                socket.recv_from(&mut buf).await
+            }
+        };
         let (len, source) = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
+            r = received => match r {
                 Ok(x) => x,
                 // ICMP errors from earlier replies surface here on Linux; they concern no one.
                 Err(e) => {

@@ -209,3 +209,68 @@ fn verbose_mode_prints_one_line_per_event() {
         node.log_text()
     );
 }
+
+#[test]
+fn on_a_wildcard_address_the_destination_is_the_real_local_address() {
+    let node = Node::start_with(NodeOptions {
+        args: [
+            "--udp-listen",
+            "0.0.0.0:0",
+            "--udp-listen",
+            "[::]:0",
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "-N",
+            "--api-listen",
+            "127.0.0.1:0",
+            "-f",
+            "sentrypeer.db",
+            "-j",
+        ]
+        .map(String::from)
+        .to_vec(),
+        loopback_defaults: false,
+        ..Default::default()
+    });
+    let v4_port = node.udp.iter().find(|a| a.is_ipv4()).unwrap().port();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(&options("100", "v4", 1), ("127.0.0.1", v4_port))
+        .unwrap();
+    let mut expected = vec![format!("127.0.0.1:{v4_port}")];
+    // IPv6 too, where the host has it.
+    if let Some(v6) = node.udp.iter().find(|a| a.is_ipv6()) {
+        if let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") {
+            s6.send_to(&options("101", "v6", 2), ("::1", v6.port()))
+                .unwrap();
+            expected.push(format!("[::1]:{}", v6.port()));
+        }
+    }
+    let path = node.path("sentrypeer_json.log");
+    assert!(poll(DEFAULT_WAIT, || std::fs::read_to_string(&path)
+        .map(|t| t.lines().count() == expected.len())
+        .unwrap_or(false)));
+    let mut got: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["destination_ip"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    if expected.len() == 2 {
+        let ip: String = node
+            .db()
+            .query_row(
+                "SELECT source_ip FROM honey WHERE called_number = '101'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ip, "::1");
+    }
+}

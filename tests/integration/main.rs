@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod capture;
 mod cli;
+mod durability;
 mod hostile;
 #[cfg(feature = "p2p")]
 mod p2p;
