@@ -26,7 +26,7 @@ fn enable_pktinfo(socket: &UdpSocket, bound: SocketAddr) -> nix::Result<()> {
 fn recv_with_destination(
     socket: &UdpSocket,
     buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
+    cmsg: &mut [u8],
     bound: SocketAddr,
 ) -> std::io::Result<(usize, SocketAddr, SocketAddr)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
