@@ -271,11 +271,11 @@ fn build_swarm(
                     // Our own events go to the mesh like any other, not to every peer:
                     // flooding them doubled the bytes per event for no gain in reach.
                     .flood_publish(false)
-                    // Degree 4 (3..8) rather than 6 (5..12): every message is verified once per
+                    // Degree 4 (3..6) rather than 6 (5..12): every message is verified once per
                     // copy received, and a bad-actor list needs reach, not the last 100 ms.
                     .mesh_n(MESH_DEGREE)
                     .mesh_n_low(MESH_DEGREE - 1)
-                    .mesh_n_high(MESH_DEGREE * 2)
+                    .mesh_n_high(MESH_DEGREE + 2)
                     .mesh_outbound_min(MESH_DEGREE / 2)
                     .gossip_lazy(MESH_DEGREE)
                     // An event is about 1 KiB; telling mesh peers "I have it" costs about 50
