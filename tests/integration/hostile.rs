@@ -129,8 +129,14 @@ fn a_junk_flood_keeps_memory_bounded_and_the_api_answering() {
 fn one_source_cannot_hold_more_than_its_share_of_connections() {
     let node = Node::start(&[]);
     // The per-source limit is 16; hold 20 open and see the surplus refused and counted.
-    let held: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(node.tcp[0]).unwrap()).collect();
-    assert!(poll(DEFAULT_WAIT, || node.counter("connections_refused") >= 4), "{}", node.health());
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(node.tcp[0]).unwrap())
+        .collect();
+    assert!(
+        poll(DEFAULT_WAIT, || node.counter("connections_refused") >= 4),
+        "{}",
+        node.health()
+    );
     assert_eq!(node.counter("connections_accepted"), 16);
     drop(held);
     // Once they close, the source may connect again (the node notices the closes in its own time).
@@ -140,7 +146,9 @@ fn one_source_cannot_hold_more_than_its_share_of_connections() {
         if let Ok(mut s) = TcpStream::connect(node.tcp[0]) {
             let _ = s.write_all(&options("500", "again", attempt));
         }
-        poll(std::time::Duration::from_millis(200), || node.count("SELECT count(*) FROM honey") > 0)
+        poll(std::time::Duration::from_millis(200), || {
+            node.count("SELECT count(*) FROM honey") > 0
+        })
     });
     assert!(ok, "{}", node.health());
 }
