@@ -27,10 +27,13 @@ use crate::store::{self, ReadPool};
 /// The kernel receive buffer asked for on UDP sockets: room for a burst of about 10,000
 /// probes while the receiving task is busy. The kernel caps it at `net.core.rmem_max`.
 const UDP_RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// How long API requests in progress may take to finish once shutdown starts.
+const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Pending TCP connections the kernel queues for us.
 const TCP_BACKLOG: i32 = 1024;
 /// Events the database queue holds: over a second at 50,000 probes/s, so a checkpoint or a
-/// cold page cache does not cost a probe (about 1 KiB each: 64 MiB at most, only under a flood).
+/// cold page cache does not cost a probe. The pipeline also bounds every queue in bytes (1.5 KiB
+/// an event on average: 96 MiB here), so large messages cannot use more.
 const SQLITE_QUEUE: usize = 65_536;
 /// Events the other outputs' queues hold.
 const OUTPUT_QUEUE: usize = 16_384;
@@ -259,11 +262,18 @@ impl RunningApp {
                 let c = cancel.clone();
                 let router = router.clone();
                 intake.spawn(async move {
-                    if let Err(e) = axum::serve(listener, router)
-                        .with_graceful_shutdown(c.cancelled_owned())
-                        .await
-                    {
-                        tracing::error!(error = %e, "The API server stopped.");
+                    let serve = axum::serve(listener, router).with_graceful_shutdown(c.clone().cancelled_owned());
+                    // Graceful, but bounded: a client holding a half-sent request or reading a
+                    // list slowly must not keep the node from stopping.
+                    let deadline = async {
+                        c.cancelled().await;
+                        tokio::time::sleep(API_SHUTDOWN_GRACE).await;
+                    };
+                    tokio::select! {
+                        r = serve => if let Err(e) = r {
+                            tracing::error!(error = %e, "The API server stopped.");
+                        },
+                        _ = deadline => tracing::info!("Closed API connections that outlived the shutdown grace."),
                     }
                 });
             }

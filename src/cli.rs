@@ -154,6 +154,15 @@ pub struct Cli {
     )]
     pub webhook_outbox_cap: Option<u64>,
 
+    /// Dead letters kept (refused events and those pushed out of a full outbox); beyond it the
+    /// oldest are deleted [default: 100000]
+    #[arg(
+        long = "webhook-dead-letter-cap",
+        env = "SENTRYPEER_WEBHOOK_DEAD_LETTER_CAP",
+        value_name = "N"
+    )]
+    pub webhook_dead_letter_cap: Option<u64>,
+
     /// Longest pause between WebHook retries, in seconds (tests shorten it) [default: 300]
     #[arg(
         long = "webhook-max-backoff",

@@ -20,6 +20,8 @@ pub const DEFAULT_OAUTH2_AUDIENCE: &str = "https://sentrypeer.com/api";
 /// Events the WebHook outbox holds by default: about a day of a busy node's probes, a few
 /// hundred MB of JSON at most.
 pub const DEFAULT_WEBHOOK_OUTBOX_CAP: u64 = 100_000;
+/// Dead letters kept by default: a day or so of an endpoint that refuses everything.
+pub const DEFAULT_WEBHOOK_DEAD_LETTER_CAP: u64 = 100_000;
 /// The most events one WebHook request carries in batch mode: keeps a request well under the
 /// body limits of common receivers (events are about 1 KB).
 pub const MAX_WEBHOOK_BATCH: u64 = 1000;
@@ -108,6 +110,7 @@ struct FileConfig {
     oauth2_audience: Option<String>,
     webhook_batch: Option<u64>,
     webhook_outbox_cap: Option<u64>,
+    webhook_dead_letter_cap: Option<u64>,
     webhook_max_backoff: Option<u64>,
     peer_to_peer: Option<bool>,
     bootstrap_node: Option<OneOrMany>,
@@ -159,6 +162,8 @@ pub struct WebhookConfig {
     pub batch: usize,
     /// Events the outbox holds; beyond it the oldest are dead-lettered.
     pub outbox_cap: u64,
+    /// Dead letters kept; beyond it the oldest are deleted.
+    pub dead_letter_cap: u64,
     /// The longest pause between retries.
     pub max_backoff: Duration,
 }
@@ -361,6 +366,17 @@ impl Config {
                 "the outbox must hold at least one event",
             ));
         }
+        let dead_letter_cap = cli
+            .webhook_dead_letter_cap
+            .or(file.webhook_dead_letter_cap)
+            .unwrap_or(DEFAULT_WEBHOOK_DEAD_LETTER_CAP);
+        if dead_letter_cap == 0 {
+            return Err(ConfigError::new(
+                "--webhook-dead-letter-cap",
+                dead_letter_cap,
+                "the dead letters must hold at least one event",
+            ));
+        }
         let max_backoff = match cli.webhook_max_backoff.or(file.webhook_max_backoff) {
             None => DEFAULT_WEBHOOK_MAX_BACKOFF,
             Some(s) if (1..=MAX_WEBHOOK_MAX_BACKOFF_SECS).contains(&s) => Duration::from_secs(s),
@@ -381,6 +397,7 @@ impl Config {
                     authorization,
                     batch: batch as usize,
                     outbox_cap,
+                    dead_letter_cap,
                     max_backoff,
                 })
             }
@@ -642,25 +659,28 @@ mod tests {
         };
         let d = w(&[]).unwrap();
         assert_eq!(
-            (d.batch, d.outbox_cap, d.max_backoff),
-            (1, 100_000, Duration::from_secs(300))
+            (d.batch, d.outbox_cap, d.dead_letter_cap, d.max_backoff),
+            (1, 100_000, 100_000, Duration::from_secs(300))
         );
         let c = w(&[
             "--webhook-batch",
             "50",
             "--webhook-outbox-cap",
             "7",
+            "--webhook-dead-letter-cap",
+            "9",
             "--webhook-max-backoff",
             "1",
         ])
         .unwrap();
         assert_eq!(
-            (c.batch, c.outbox_cap, c.max_backoff),
-            (50, 7, Duration::from_secs(1))
+            (c.batch, c.outbox_cap, c.dead_letter_cap, c.max_backoff),
+            (50, 7, 9, Duration::from_secs(1))
         );
         assert!(w(&["--webhook-batch", "0"]).is_err());
         assert!(w(&["--webhook-batch", "1001"]).is_err());
         assert!(w(&["--webhook-outbox-cap", "0"]).is_err());
+        assert!(w(&["--webhook-dead-letter-cap", "0"]).is_err());
         assert!(w(&["--webhook-max-backoff", "0"]).is_err());
     }
 

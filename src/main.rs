@@ -49,8 +49,9 @@ fn main() -> ExitCode {
         );
         tokio::select! {
             _ = app.shutdown() => ExitCode::SUCCESS,
-            _ = term.recv() => ExitCode::from(130),
-            _ = int.recv() => ExitCode::from(130),
+            // Exit now: returning would wait for the outputs' threads in the runtime's drop.
+            _ = term.recv() => std::process::exit(130),
+            _ = int.recv() => std::process::exit(130),
         }
     })
 }

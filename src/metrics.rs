@@ -10,6 +10,9 @@ pub struct Counters {
     pub messages_received: AtomicU64,
     /// SIP requests turned into events and handed to the outputs.
     pub events_accepted: AtomicU64,
+    /// Of those, requests recorded although they break SIP's rules (missing or contradictory
+    /// headers); they are never answered.
+    pub events_malformed: AtomicU64,
     /// SIP responses received (not bad-actor events).
     pub rejected_responses: AtomicU64,
     /// Data that is not SIP at all.
@@ -35,10 +38,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
+    /// Adds one.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -49,6 +49,7 @@ impl Counters {
         vec![
             ("messages_received", get(&self.messages_received)),
             ("events_accepted", get(&self.events_accepted)),
+            ("events_malformed", get(&self.events_malformed)),
             ("rejected_responses", get(&self.rejected_responses)),
             ("rejected_not_sip", get(&self.rejected_not_sip)),
             ("rejected_malformed", get(&self.rejected_malformed)),
@@ -79,6 +80,8 @@ pub struct WebhookStats {
     pub dead_lettered: AtomicU64,
     /// Events pushed out of a full outbox, oldest first.
     pub dead_lettered_outbox_full: AtomicU64,
+    /// The oldest dead letters deleted to keep the table under its cap.
+    pub dead_letters_pruned: AtomicU64,
     /// Events waiting in the outbox.
     pub outbox_depth: AtomicU64,
     /// Of those, events whose last attempt failed (recounted every few seconds).
@@ -122,6 +125,7 @@ impl WebhookStats {
                 "dead_lettered_outbox_full",
                 get(&self.dead_lettered_outbox_full),
             ),
+            ("dead_letters_pruned", get(&self.dead_letters_pruned)),
             ("outbox_depth", get(&self.outbox_depth)),
             ("retrying", get(&self.retrying)),
             ("outbox_cap", self.outbox_cap),

@@ -9,11 +9,25 @@ use tokio::sync::mpsc;
 
 use crate::event::Event;
 
+/// A queue of N events may hold N times this many bytes: room for a full queue of typical
+/// probes (under 1 KiB), while a flood of 64 KiB messages fills it after a few hundred.
+const BUDGET_BYTES_PER_EVENT: u64 = 1536;
+/// What an event costs a queue beyond its message: the other fields and the allocation.
+const EVENT_OVERHEAD_BYTES: u64 = 256;
+
+/// The bytes an event is charged in a queue.
+fn weight(e: &Event) -> u64 {
+    e.message.len() as u64 + EVENT_OVERHEAD_BYTES
+}
+
 /// What every output reports about its queue and its work.
 #[derive(Debug)]
 pub struct OutputStats {
     pub name: &'static str,
     pub capacity: usize,
+    /// The most bytes of events the queue may hold.
+    pub capacity_bytes: u64,
+    queued_bytes: AtomicU64,
     enqueued: AtomicU64,
     dequeued: AtomicU64,
     /// Events dropped because the queue was full (or the output had stopped).
@@ -29,12 +43,19 @@ impl OutputStats {
         Self {
             name,
             capacity,
+            capacity_bytes: capacity as u64 * BUDGET_BYTES_PER_EVENT,
+            queued_bytes: AtomicU64::new(0),
             enqueued: AtomicU64::new(0),
             dequeued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes of events waiting in the queue now.
+    pub fn depth_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Events waiting in the queue now.
@@ -96,11 +117,20 @@ impl PipelineBuilder {
 impl Pipeline {
     /// Hands the event to every output without waiting.
     pub fn publish(&self, event: Event) {
+        let size = weight(&event);
         let event = Arc::new(event);
         for tap in self.taps.iter() {
+            // Bounded in bytes as well as in events: a flood of 64 KiB messages must not fill
+            // memory where a flood of small probes would not.
+            let queued = tap.stats.queued_bytes.load(Ordering::Relaxed);
+            if queued + size > tap.stats.capacity_bytes {
+                tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             match tap.tx.try_send(event.clone()) {
                 Ok(()) => {
                     tap.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                    tap.stats.queued_bytes.fetch_add(size, Ordering::Relaxed);
                 }
                 Err(_) => {
                     tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -120,8 +150,14 @@ impl OutputQueue {
     /// Waits for at least one event and takes up to `limit`; 0 means the queue is closed and empty.
     pub async fn recv_many(&mut self, buf: &mut Vec<Arc<Event>>, limit: usize) -> usize {
         let n = self.rx.recv_many(buf, limit).await;
-        self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
+        self.taken(buf, n);
         n
+    }
+
+    fn taken(&self, buf: &[Arc<Event>], n: usize) {
+        let bytes: u64 = buf.iter().rev().take(n).map(|e| weight(e)).sum();
+        self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The blocking twin of `recv_many`, for outputs that own a thread.
@@ -140,7 +176,7 @@ impl OutputQueue {
                 Err(_) => break,
             }
         }
-        self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
+        self.taken(buf, n);
         n
     }
 }
@@ -167,5 +203,21 @@ mod tests {
         assert_eq!(big.recv_many(&mut buf, 100).await, 0);
         assert_eq!(small.recv_many(&mut buf, 100).await, 1);
         assert_eq!(big.stats.depth(), 0);
+        assert_eq!(big.stats.depth_bytes(), 0);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_too() {
+        let mut b = PipelineBuilder::default();
+        let q = b.output("q", 100);
+        let (p, _) = b.build();
+        let mut e = crate::event::tests::sample();
+        e.message = "x".repeat(60 * 1024);
+        for _ in 0..10 {
+            p.publish(e.clone());
+        }
+        // 100 * 1536 bytes hold two 60 KiB messages, not ten.
+        assert_eq!(q.stats.depth(), 2);
+        assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 8);
     }
 }

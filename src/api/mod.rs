@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -142,6 +143,8 @@ async fn health_check(State(s): State<ApiState>) -> Response {
             let v = json!({
                 "queue_depth": o.depth(),
                 "queue_capacity": o.capacity,
+                "queue_bytes": o.depth_bytes(),
+                "queue_capacity_bytes": o.capacity_bytes,
                 "dropped": o.dropped.load(std::sync::atomic::Ordering::Relaxed),
                 "written": o.written.load(std::sync::atomic::Ordering::Relaxed),
                 "failed": o.failed.load(std::sync::atomic::Ordering::Relaxed),
@@ -203,6 +206,11 @@ fn webhook_metrics(out: &mut String, w: &WebhookStats) {
     for (family, kind, key) in [
         ("delivered_total", "counter", "delivered"),
         ("retried_total", "counter", "retried"),
+        (
+            "dead_letters_pruned_total",
+            "counter",
+            "dead_letters_pruned",
+        ),
         ("outbox_depth", "gauge", "outbox_depth"),
         ("retrying", "gauge", "retrying"),
         ("outbox_capacity", "gauge", "outbox_cap"),
@@ -239,9 +247,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
             "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}"
         );
     }
-    let families: [Family; 5] = [
+    let families: [Family; 6] = [
         ("output_queue_depth", "gauge", |o| o.depth()),
         ("output_queue_capacity", "gauge", |o| o.capacity as u64),
+        ("output_queue_bytes", "gauge", |o| o.depth_bytes()),
         ("output_dropped_total", "counter", |o| {
             o.dropped.load(Relaxed)
         }),
@@ -274,8 +283,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 async fn ip_address(
     State(s): State<ApiState>,
-    Path(ip): Path<String>,
+    ip: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    // A segment that is not even UTF-8 is invalid data too, answered in JSON like the rest.
+    let Path(ip) = ip.map_err(|_| ApiError::BadRequest)?;
     let ip: IpAddr = ip.parse().map_err(|_| ApiError::BadRequest)?;
     let ip = ip.to_canonical().to_string();
     // A primary-key lookup of a few microseconds: run it here, not on the blocking pool, whose
@@ -292,8 +303,9 @@ async fn ip_address(
 
 async fn number(
     State(s): State<ApiState>,
-    Path(number): Path<String>,
+    number: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(number) = number.map_err(|_| ApiError::NotFound)?;
     if !is_number(&number) {
         return Err(ApiError::NotFound);
     }

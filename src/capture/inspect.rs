@@ -1,5 +1,9 @@
 //! Bytes + where they came from → an event and the replies to send. Pure apart from the clock
 //! and random ids: no I/O, no logging.
+//!
+//! Every SIP request is an event, including one the strict parser rejects as malformed but whose
+//! request line is sound (no Via, a CSeq for another method, ...): it is recorded, so leaving out
+//! a header cannot hide a scanner, but never answered, since no conformant answer exists.
 
 use std::net::SocketAddr;
 
@@ -28,15 +32,24 @@ pub struct Meta {
 pub struct Inspected {
     pub event: Event,
     pub replies: Vec<Vec<u8>>,
+    /// Only [`sip::parse_lenient`] accepted the request (the strict parser called it malformed):
+    /// recorded, and `replies` is empty even in responsive mode.
+    pub malformed: bool,
 }
 
 /// Turns one message into an event (and, in responsive mode, replies), or says why not.
 pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspected, Rejected> {
-    let req = sip::parse(bytes).map_err(|e| e.kind())?;
+    let (req, malformed) = match sip::parse(bytes) {
+        Ok(req) => (req, false),
+        Err(e) => match e.kind() {
+            Rejected::Malformed => (sip::parse_lenient(bytes).map_err(|_| e.kind())?, true),
+            kind => return Err(kind),
+        },
+    };
     let source = SocketAddr::new(meta.source.ip().to_canonical(), meta.source.port());
     let local = SocketAddr::new(meta.local.ip().to_canonical(), meta.local.port());
     let message = bytes.get(..req.len).unwrap_or(bytes);
-    let replies = if cx.responsive {
+    let replies = if cx.responsive && !malformed {
         let to_tag = Uuid::new_v4().simple().to_string();
         let rcx = ReplyContext {
             received: source.ip(),
@@ -68,7 +81,11 @@ pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspect
         message: String::from_utf8_lossy(message).into_owned(),
         origin: Origin::Local,
     };
-    Ok(Inspected { event, replies })
+    Ok(Inspected {
+        event,
+        replies,
+        malformed,
+    })
 }
 
 #[cfg(test)]
@@ -109,6 +126,7 @@ mod tests {
         assert_eq!(got.event.message.as_bytes(), &bytes[..]);
         assert_eq!(got.event.collected_method, CollectedMethod::Passive);
         assert!(got.replies.is_empty());
+        assert!(!got.malformed);
     }
 
     #[test]
@@ -119,6 +137,7 @@ mod tests {
         assert_eq!(got.event.user_agent, "VOIP");
         assert_eq!(got.event.collected_method, CollectedMethod::Responsive);
         assert!(!got.replies.is_empty());
+        assert!(!got.malformed);
     }
 
     #[test]
@@ -141,5 +160,80 @@ mod tests {
         let got = inspect(msg, &meta(), &cx(false)).unwrap();
         assert_eq!(got.event.user_agent, NOT_FOUND);
         assert_eq!(got.event.called_number, "100");
+    }
+
+    fn torture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../shared/testdata/rfc4475/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_line_alone_is_recorded_but_not_answered() {
+        let msg = b"OPTIONS sip:101@198.51.100.1 SIP/2.0\r\n\r\n";
+        let got = inspect(msg, &meta(), &cx(true)).unwrap();
+        assert!(got.malformed);
+        assert!(got.replies.is_empty());
+        assert_eq!(got.event.method, "OPTIONS");
+        assert_eq!(got.event.called_number, "101");
+        assert_eq!(got.event.user_agent, NOT_FOUND);
+        assert_eq!(got.event.message.as_bytes(), &msg[..]);
+        assert_eq!(got.event.collected_method, CollectedMethod::Responsive);
+    }
+
+    #[test]
+    fn torture_requests_missing_or_contradicting_headers_are_recorded_unanswered() {
+        for (file, method, number) in [
+            ("insuf.dat", "INVITE", "user"),
+            ("mismatch01.dat", "OPTIONS", "j.user"),
+            ("mismatch02.dat", "NEWMETHOD", "j.user"),
+            ("multi01.dat", "INVITE", "user"),
+            ("mcl01.dat", "OPTIONS", "user"),
+            ("clerr.dat", "INVITE", "j.user"),
+            ("ncl.dat", "INVITE", "j.user"),
+            ("scalar02.dat", "REGISTER", "user"),
+            ("badinv01.dat", "INVITE", "j.user"),
+            ("quotbal.dat", "INVITE", "user"),
+        ] {
+            let bytes = torture(file);
+            let got = inspect(&bytes, &meta(), &cx(true)).unwrap();
+            assert!(got.malformed, "{file}");
+            assert!(got.replies.is_empty(), "{file}");
+            assert_eq!(
+                (got.event.method.as_str(), got.event.called_number.as_str()),
+                (method, number),
+                "{file}"
+            );
+            assert_eq!(got.event.message.as_bytes(), &bytes[..], "{file}");
+        }
+    }
+
+    #[test]
+    fn a_probe_without_via_keeps_its_number_and_agent() {
+        let msg = b"INVITE sip:900442037690000@198.51.100.1 SIP/2.0\r\nTo: <sip:900442037690000@198.51.100.1>\r\nFrom: <sip:1000@203.0.113.7>;tag=1\r\nCall-ID: 7\r\nCSeq: 1 INVITE\r\nUser-Agent: sipcli/v1.8\r\nContent-Length: 0\r\n\r\n";
+        let got = inspect(msg, &meta(), &cx(true)).unwrap();
+        assert!(got.malformed && got.replies.is_empty());
+        assert_eq!(got.event.called_number, "900442037690000");
+        assert_eq!(got.event.user_agent, "sipcli/v1.8");
+        assert_eq!(got.event.method, "INVITE");
+    }
+
+    #[test]
+    fn a_broken_request_line_is_still_rejected_as_malformed() {
+        for file in [
+            "badvers.dat",
+            "ltgtruri.dat",
+            "lwsruri.dat",
+            "lwsstart.dat",
+            "trws.dat",
+        ] {
+            assert_eq!(
+                inspect(&torture(file), &meta(), &cx(true)).unwrap_err(),
+                Rejected::Malformed,
+                "{file}"
+            );
+        }
     }
 }

@@ -51,6 +51,9 @@ impl CaptureContext {
         match inspect::inspect(bytes, meta, &self.inspect) {
             Ok(inspected) => {
                 Counters::inc(&self.counters.events_accepted);
+                if inspected.malformed {
+                    Counters::inc(&self.counters.events_malformed);
+                }
                 self.pipeline.publish(inspected.event);
                 inspected.replies
             }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -43,6 +43,11 @@ const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a TLS client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a message has to arrive whole once its first byte is in: a slow sender cannot hold a
+/// connection slot by trickling a byte a minute.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a reply has to be taken by the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
@@ -58,6 +63,19 @@ impl Default for StreamLimits {
     }
 }
 
+/// The unit a source is counted in: one IPv4 address, or one IPv6 /64 (what one host or
+/// subscriber is usually given), so a single host cannot take every slot with many addresses.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// A connection's claim on the limits; released on drop.
 pub struct Slot<'a> {
     limits: &'a StreamLimits,
@@ -67,6 +85,7 @@ pub struct Slot<'a> {
 
 impl StreamLimits {
     pub fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
+        let ip = source_key(ip);
         let permit = self.total.clone().try_acquire_owned().ok()?;
         let mut open = self.open.lock().ok()?;
         let n = open.entry(ip).or_insert(0);
@@ -169,6 +188,7 @@ pub async fn serve_stream<S>(
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut framer = Framer::default();
+    let mut partial_since: Option<Instant> = None;
     loop {
         // Take every whole message already buffered.
         loop {
@@ -179,7 +199,14 @@ pub async fn serve_stream<S>(
                 Ok(Frame::Message(n)) => {
                     let msg = buf.split_to(n.min(buf.len()));
                     for reply in cx.handle(&msg, &meta) {
-                        if stream.write_all(&reply).await.is_err() {
+                        // A client that never reads must not hold the task (or shutdown) forever.
+                        let written = tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => return,
+                            r = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&reply)) => r,
+                        };
+                        if !matches!(written, Ok(Ok(()))) {
+                            tracing::debug!("Closing a stream that does not take its replies.");
                             return;
                         }
                         Counters::inc(&cx.counters.replies_sent);
@@ -197,10 +224,18 @@ pub async fn serve_stream<S>(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        // A message begun must be finished in time; between messages the idle timeout applies.
+        let wait = if buf.is_empty() {
+            partial_since = None;
+            cx.stream_limits.idle_timeout
+        } else {
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            MESSAGE_TIMEOUT.saturating_sub(since.elapsed())
+        };
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(cx.stream_limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => r,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => {
@@ -212,7 +247,15 @@ pub async fn serve_stream<S>(
             }
             Ok(Ok(_)) => {}
             Err(_) => {
-                tracing::debug!("Closing an idle stream.");
+                if partial_since.is_some() {
+                    Counters::inc(&cx.counters.streams_rejected);
+                    tracing::debug!(
+                        len = buf.len(),
+                        "Closing a stream whose message never completed."
+                    );
+                } else {
+                    tracing::debug!("Closing an idle stream.");
+                }
                 return;
             }
         }

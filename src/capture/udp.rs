@@ -66,8 +66,13 @@ fn recv_with_destination(
     Ok((msg.bytes, source, local))
 }
 
-/// The largest UDP payload; a longer datagram cannot arrive. One byte more detects truncation.
-const MAX_DATAGRAM_BYTES: usize = 65_507;
+/// How many bytes our replies to one datagram may exceed it by: room for a 200 OK with SDP to a
+/// short INVITE, not for doubling a Via-padded one.
+const REPLY_SLACK_BYTES: usize = 2048;
+
+/// The largest UDP payload over IPv6 (65,535 less the UDP header); IPv4's is smaller. The
+/// buffer holds one byte more, so no datagram is ever cut short.
+const MAX_DATAGRAM_BYTES: usize = 65_527;
 
 pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: CancellationToken) {
     let Ok(bound) = socket.local_addr() else {
@@ -117,6 +122,12 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
         };
         let replies = cx.handle(datagram, &meta);
         if replies.is_empty() {
+            continue;
+        }
+        // Never answer a datagram with much more than it carried: a spoofed source gains nothing.
+        let reply_bytes: usize = replies.iter().map(Vec::len).sum();
+        if reply_bytes > len + REPLY_SLACK_BYTES {
+            Counters::inc(&cx.counters.replies_rate_limited);
             continue;
         }
         if !cx

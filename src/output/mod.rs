@@ -32,12 +32,23 @@ where
     let name = queue.stats.name;
     std::thread::Builder::new().name(format!("output-{name}")).spawn(move || {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Warn when an output starts failing and when it recovers, not for every batch.
+        let mut failing = false;
         while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
             match write(&mut sink, &batch) {
-                Ok(()) => queue.stats.wrote(batch.len()),
+                Ok(()) => {
+                    queue.stats.wrote(batch.len());
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(output = name, "Output writing again.");
+                    }
+                }
                 Err(error) => {
                     queue.stats.failed(batch.len());
-                    tracing::warn!(output = name, %error, events = batch.len(), "Output failed to write a batch.");
+                    if std::mem::replace(&mut failing, true) {
+                        tracing::debug!(output = name, %error, events = batch.len(), "Output failed to write a batch.");
+                    } else {
+                        tracing::warn!(output = name, %error, events = batch.len(), "Output failing; counting failed events until it recovers.");
+                    }
                 }
             }
             batch.clear();

@@ -14,6 +14,8 @@ use crate::pipeline::OutputQueue;
 
 /// `<PRI>` for facility USER (1) and severity NOTICE (5): 1 * 8 + 5.
 const PRI_USER_NOTICE: u8 = 13;
+/// How long one line may wait for the syslog daemon.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 /// The longest user agent written to syslog; the database keeps it whole.
 const MAX_AGENT_CHARS: usize = 256;
 
@@ -41,6 +43,8 @@ impl Syslog {
         if self.socket.is_none() {
             let socket = UnixDatagram::unbound()?;
             socket.connect(&self.path)?;
+            // A stalled syslog daemon must not stall this output (or shutdown) for long.
+            socket.set_write_timeout(Some(SEND_TIMEOUT))?;
             self.socket = Some(socket);
         }
         self.socket
@@ -55,7 +59,9 @@ impl Syslog {
         for e in batch {
             let line = format!("<{PRI_USER_NOTICE}>sentrypeer[{pid}]: {}", line(e));
             if let Err(err) = socket.send(line.as_bytes()) {
+                // The daemon is gone or stalled: give up on this batch rather than wait per line.
                 result = Err(err);
+                break;
             }
         }
         if result.is_err() {

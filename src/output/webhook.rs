@@ -10,15 +10,19 @@
 //! and jitter, or for the `Retry-After` the endpoint asked for, then probes with one request
 //! until one succeeds. Any other status dead-letters the request's events with the status and
 //! an excerpt of the answer. Delivery is at least once: a crash between the 2xx and the
-//! deletion sends those events again.
+//! deletion sends those events again. A request task that panics has its events retried like
+//! a failed request. The dead letters are kept to `--webhook-dead-letter-cap`: beyond it the
+//! oldest are deleted (and counted), so an endpoint refusing for weeks fills no disk.
 //!
 //! Authorization: none, a static header value, or an OAuth 2 client-credentials bearer token
-//! fetched as upstream does, cached until shortly before it expires, and fetched again once
-//! when the endpoint answers 401.
+//! fetched as upstream does, cached until shortly before it expires (at most a day; a lifetime
+//! not stated, zero or negative counts as a day too), and fetched again once when the endpoint
+//! answers 401.
 //!
 //! Depends on `store::outbox` for the tables and `metrics::WebhookStats` for what it reports.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +32,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{OAuth2Config, Secret, WebhookConfig};
@@ -66,6 +70,9 @@ const EXCERPT_BYTES: usize = 512;
 const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// A token is fetched again this long before it expires (at most a tenth of its lifetime).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// The longest a token is used, whatever the token server says: a day. A token whose lifetime
+/// is not stated (or is zero or negative) is used this long too, or until the endpoint's 401.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The deliverer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +107,7 @@ pub struct Deliverer {
     stats: Arc<WebhookStats>,
     batch: usize,
     max_backoff: Duration,
+    dead_letter_cap: u64,
 }
 
 impl Deliverer {
@@ -140,6 +148,7 @@ impl Deliverer {
             stats,
             batch: config.batch.max(1),
             max_backoff: config.max_backoff,
+            dead_letter_cap: config.dead_letter_cap.max(1),
         })
     }
 
@@ -148,6 +157,12 @@ impl Deliverer {
         let mut s = State::new(self, wake);
         s.run().await;
     }
+}
+
+/// One request in flight: its events, and the failure round it started in.
+struct Request {
+    ids: Vec<i64>,
+    generation: u64,
 }
 
 /// One request's events and how it ended.
@@ -375,26 +390,31 @@ impl TokenError {
     }
 }
 
-/// One bearer token and until when to use it (`None`: until the endpoint answers 401).
+/// One bearer token and until when to use it (or until the endpoint answers 401).
 #[derive(Debug, Clone)]
 struct Token {
     value: Secret,
-    fresh_until: Option<Instant>,
+    fresh_until: Instant,
 }
 
 impl Token {
-    /// A token that lives `expires_in` seconds is used until a tenth of its life, at most
+    /// A token that lives `expires_in` seconds (at most `MAX_TOKEN_LIFETIME`, which is also
+    /// what a lifetime of 0 or none stands for) is used until a tenth of its life, at most
     /// `TOKEN_REFRESH_MARGIN`, before its end.
     fn new(value: Secret, fetched: Instant, expires_in: Option<u64>) -> Token {
-        let fresh_until = expires_in.map(|secs| {
-            let life = Duration::from_secs(secs);
-            fetched + life - (life / 10).min(TOKEN_REFRESH_MARGIN)
-        });
+        let life = expires_in
+            .filter(|&secs| secs > 0)
+            .map_or(MAX_TOKEN_LIFETIME, |secs| {
+                Duration::from_secs(secs).min(MAX_TOKEN_LIFETIME)
+            });
+        let use_for = life.saturating_sub((life / 10).min(TOKEN_REFRESH_MARGIN));
+        // Past the clock's end (never in practice): fetch again next time.
+        let fresh_until = fetched.checked_add(use_for).unwrap_or(fetched);
         Token { value, fresh_until }
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
-        self.fresh_until.is_none_or(|t| now < t)
+        now < self.fresh_until
     }
 }
 
@@ -466,12 +486,15 @@ impl TokenCache {
     }
 }
 
-/// `{"access_token": "...", "expires_in": 86400}`; `expires_in` may be a number or a string.
+/// `{"access_token": "...", "expires_in": 86400}`; `expires_in` may be a number (a fraction
+/// is cut, a huge one saturates) or a string. A negative or unreadable one counts as none.
 fn parse_token(raw: &[u8], fetched: Instant) -> Option<Token> {
     let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
     let token = v.get("access_token")?.as_str().filter(|t| !t.is_empty())?;
     let expires_in = match v.get("expires_in") {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 1.0).map(|f| f as u64)),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
@@ -509,7 +532,10 @@ struct State {
     exhausted: bool,
     /// When the next row not yet due becomes due.
     next_due: Option<Instant>,
-    in_flight: JoinSet<Done>,
+    /// The requests' tasks, and each task's events by its id: a task that fails (panics)
+    /// returns no `Done`, but its events must still be released and retried.
+    in_flight: JoinSet<Outcome>,
+    requests: HashMap<tokio::task::Id, Request>,
     /// Delivered rows to delete, and by when.
     acks: Vec<i64>,
     ack_by: Option<Instant>,
@@ -534,6 +560,7 @@ impl State {
             exhausted: false,
             next_due: None,
             in_flight: JoinSet::new(),
+            requests: HashMap::new(),
             acks: Vec::new(),
             ack_by: None,
             failures: 0,
@@ -577,11 +604,8 @@ impl State {
                 timer = timer.min(t);
             }
             tokio::select! {
-                Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    match joined {
-                        Ok(done) => self.finished(done).await,
-                        Err(e) => tracing::warn!(error = %e, "A WebHook request task failed."),
-                    }
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    self.joined(joined).await;
                 }
                 woken = recv(&mut self.wake), if self.wake.is_some() => {
                     self.exhausted = false;
@@ -600,6 +624,7 @@ impl State {
         self.flush_acks().await;
         // Dropping the join set aborts what is still in flight: those rows stay in the outbox.
         self.in_flight.abort_all();
+        self.requests.clear();
         let left = self.d.stats.outbox_depth.load(Ordering::Relaxed);
         if left > 0 {
             tracing::info!(
@@ -640,17 +665,57 @@ impl State {
                 Bytes::from(b)
             };
             let endpoint = self.d.endpoint.clone();
-            let generation = self.generation;
             let guard = InFlight::new(self.d.stats.clone());
-            self.in_flight.spawn(async move {
+            self.spawn_request(ids, async move {
                 let outcome = endpoint.deliver(body).await;
                 drop(guard);
-                Done {
+                outcome
+            });
+        }
+    }
+
+    /// Starts one request for `ids`, remembering them by the task's id.
+    fn spawn_request(
+        &mut self,
+        ids: Vec<i64>,
+        request: impl Future<Output = Outcome> + Send + 'static,
+    ) -> AbortHandle {
+        let handle = self.in_flight.spawn(request);
+        let generation = self.generation;
+        self.requests
+            .insert(handle.id(), Request { ids, generation });
+        handle
+    }
+
+    /// Settles a request whose task ended. One that panicked (or was cancelled) counts as a
+    /// failed attempt: its events are rescheduled and released, and backoff applies.
+    async fn joined(&mut self, joined: Result<(tokio::task::Id, Outcome), JoinError>) {
+        let (id, outcome) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "A WebHook request task failed; its events will be retried.");
+                let error = if e.is_panic() {
+                    "request task panicked"
+                } else {
+                    "request task cancelled"
+                };
+                let outcome = Outcome::Retry {
+                    error: error.into(),
+                    retry_after: None,
+                };
+                (e.id(), outcome)
+            }
+        };
+        match self.requests.remove(&id) {
+            Some(Request { ids, generation }) => {
+                self.finished(Done {
                     ids,
                     generation,
                     outcome,
-                }
-            });
+                })
+                .await;
+            }
+            None => tracing::warn!("A WebHook request ended that was not tracked."),
         }
     }
 
@@ -786,6 +851,7 @@ impl State {
                     Err(e) => tracing::warn!(error = %e, "Cannot dead-letter WebHook events."),
                 }
                 self.release(&done.ids);
+                self.prune_dead_letters().await;
             }
         }
     }
@@ -837,6 +903,37 @@ impl State {
                 self.d.stats.retrying.store(retrying, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(error = %e, "Cannot count the WebHook outbox."),
+        }
+        // The writer dead-letters what a full outbox pushes out: the cap is kept from here.
+        self.prune_dead_letters().await;
+    }
+
+    /// Deletes the oldest dead letters beyond the cap, and counts them.
+    async fn prune_dead_letters(&mut self) {
+        let (db, cap) = (self.d.db.clone(), self.d.dead_letter_cap);
+        let result = blocking(move || {
+            let mut conn = lock(&db);
+            outbox::prune_dead_letters(&mut conn, cap)
+        })
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(pruned) => {
+                let before = self
+                    .d
+                    .stats
+                    .dead_letters_pruned
+                    .fetch_add(pruned, Ordering::Relaxed);
+                // Once, then every 10,000 events.
+                if before == 0 || before / 10_000 != (before + pruned) / 10_000 {
+                    tracing::warn!(
+                        total = before + pruned,
+                        cap,
+                        "WebHook dead letters over their cap (--webhook-dead-letter-cap): deleted the oldest."
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "Cannot prune the WebHook dead letters."),
         }
     }
 
@@ -936,12 +1033,30 @@ mod tests {
         assert_eq!(t.value.expose(), "abc");
         assert!(t.is_fresh(t0 + Duration::from_secs(89)));
         assert!(!t.is_fresh(t0 + Duration::from_secs(90)));
+        let day_less_margin = t0 + Duration::from_secs(86_400 - 60);
         let day = parse_token(br#"{"access_token":"d","expires_in":"86400"}"#, t0).unwrap();
-        assert_eq!(day.fresh_until, Some(t0 + Duration::from_secs(86_400 - 60)));
+        assert_eq!(day.fresh_until, day_less_margin);
         let short = parse_token(br#"{"access_token":"s","expires_in":1}"#, t0).unwrap();
-        assert_eq!(short.fresh_until, Some(t0 + Duration::from_millis(900)));
-        let forever = parse_token(br#"{"access_token":"f"}"#, t0).unwrap();
-        assert!(forever.is_fresh(t0 + Duration::from_secs(1_000_000)));
+        assert_eq!(short.fresh_until, t0 + Duration::from_millis(900));
+        let frac = parse_token(br#"{"access_token":"s","expires_in":100.7}"#, t0).unwrap();
+        assert_eq!(frac.fresh_until, t0 + Duration::from_secs(90));
+        // Longer than a day, huge, zero, negative, unreadable or absent: a day at most.
+        for raw in [
+            r#"{"access_token":"x","expires_in":172800}"#,
+            r#"{"access_token":"x","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"x","expires_in":1e300}"#,
+            r#"{"access_token":"x","expires_in":"99999999999999999999999"}"#,
+            r#"{"access_token":"x","expires_in":0}"#,
+            r#"{"access_token":"x","expires_in":0.5}"#,
+            r#"{"access_token":"x","expires_in":-5}"#,
+            r#"{"access_token":"x","expires_in":"soon"}"#,
+            r#"{"access_token":"x","expires_in":null}"#,
+            r#"{"access_token":"x"}"#,
+        ] {
+            let t = parse_token(raw.as_bytes(), t0).unwrap();
+            assert_eq!(t.fresh_until, day_less_margin, "{raw}");
+            assert!(t.is_fresh(t0 + Duration::from_secs(3600)), "{raw}");
+        }
         assert!(parse_token(br#"{"access_token":""}"#, t0).is_none());
         assert!(parse_token(br#"{"error":"nope"}"#, t0).is_none());
         assert!(parse_token(b"not json", t0).is_none());
@@ -1021,10 +1136,104 @@ mod tests {
         assert_eq!(cache.get(&client, &stats).await.unwrap().expose(), "tok-1");
         // Age the cached token instead of waiting for it.
         if let Some(t) = cache.current.lock().await.as_mut() {
-            t.fresh_until = Some(Instant::now() - Duration::from_millis(1));
+            t.fresh_until = Instant::now() - Duration::from_millis(1);
         }
         assert_eq!(cache.get(&client, &stats).await.unwrap().expose(), "tok-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_huge_or_zero_expires_in_from_the_token_server_keeps_a_token_for_at_most_a_day() {
+        let client = reqwest::Client::new();
+        let use_for = MAX_TOKEN_LIFETIME - TOKEN_REFRESH_MARGIN;
+        for expires_in in [u64::MAX, 0] {
+            let (url, fetches) = token_server(expires_in).await;
+            let cache = cache(url);
+            let stats = WebhookStats::default();
+            let before = Instant::now();
+            let a = cache.get(&client, &stats).await.unwrap();
+            let after = Instant::now();
+            let b = cache.get(&client, &stats).await.unwrap();
+            assert_eq!((a.expose(), b.expose()), ("tok-1", "tok-1"), "{expires_in}");
+            assert_eq!(fetches.load(Ordering::SeqCst), 1, "{expires_in}");
+            let until = cache.current.lock().await.as_ref().unwrap().fresh_until;
+            assert!(
+                before + use_for <= until && until <= after + use_for,
+                "{expires_in}"
+            );
+            // A refusal still replaces it at once.
+            cache.invalidate(&a).await;
+            assert_eq!(cache.get(&client, &stats).await.unwrap().expose(), "tok-2");
+        }
+    }
+
+    /// A deliverer on a fresh database holding `rows` outbox rows, with an endpoint nobody
+    /// listens on (these tests start no real request).
+    fn state_with_rows(dir: &tempfile::TempDir, rows: usize) -> (State, Arc<WebhookStats>) {
+        let path = dir.path().join("webhook.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(outbox::SCHEMA).unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..rows {
+            outbox::insert(&tx, &format!("uuid-{i}"), "{}").unwrap();
+        }
+        tx.commit().unwrap();
+        let config = WebhookConfig {
+            url: "http://127.0.0.1:9/events".into(),
+            oauth2: None,
+            authorization: None,
+            batch: 1,
+            outbox_cap: 100,
+            dead_letter_cap: 100,
+            max_backoff: Duration::from_secs(60),
+        };
+        let stats = Arc::new(WebhookStats::new(100));
+        let d = Deliverer::new(&config, &path, stats.clone()).unwrap();
+        let (_wake, woken) = mpsc::channel(1);
+        (State::new(d, woken), stats)
+    }
+
+    #[tokio::test]
+    async fn a_request_task_that_panics_or_is_cancelled_has_its_rows_released_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, stats) = state_with_rows(&dir, 3);
+        s.refill().await;
+        let ids: Vec<i64> = s.pending.drain(..2).map(|r| r.id).collect();
+        assert_eq!(s.claimed.len(), 3);
+        s.spawn_request(vec![ids[0]], async { panic!("a bug in a request task") });
+        let never = s.spawn_request(vec![ids[1]], std::future::pending());
+        never.abort();
+        assert_eq!(s.requests.len(), 2);
+        while let Some(joined) = s.in_flight.join_next_with_id().await {
+            assert!(joined.is_err());
+            s.joined(joined).await;
+        }
+        assert!(s.requests.is_empty());
+        // Released (the pending row too: reading resumes from the oldest after the pause).
+        assert!(s.claimed.is_empty() && s.pending.is_empty());
+        // One failure round (both started in it), with backoff.
+        assert_eq!(s.failures, 1);
+        assert!(s.paused_until.is_some());
+        assert_eq!(stats.retried.load(Ordering::SeqCst), 2);
+        let last = stats.last_error().unwrap();
+        assert!(last.starts_with("request task "), "{last}");
+        let conn = lock(&s.d.db);
+        let mut stmt = conn
+            .prepare("SELECT id, attempts, last_error FROM sentrypeer_webhook_outbox ORDER BY id")
+            .unwrap();
+        let rows: Vec<(i64, i64, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (ids[0], 1, Some("request task panicked".into())),
+                (ids[1], 1, Some("request task cancelled".into())),
+                (ids[1] + 1, 0, None),
+            ]
+        );
     }
 
     #[test]

@@ -44,12 +44,28 @@ pub(crate) struct HeadReader<'a> {
     buf: &'a [u8],
     pos: usize,
     line: usize,
+    /// Whether the end of `buf` ends the last line and the head instead of truncating them.
+    ends_at_eof: bool,
 }
 
 impl<'a> HeadReader<'a> {
     /// A reader of `buf` starting at `pos`, which is line number `line` of the message.
     pub(crate) fn new(buf: &'a [u8], pos: usize, line: usize) -> Self {
-        HeadReader { buf, pos, line }
+        HeadReader {
+            buf,
+            pos,
+            line,
+            ends_at_eof: false,
+        }
+    }
+
+    /// Like [`HeadReader::new`], but for a buffer known to be the whole message (a datagram): the
+    /// end of `buf` ends the last line and the head, so `Truncated` is never returned.
+    pub(crate) fn to_end(buf: &'a [u8], pos: usize, line: usize) -> Self {
+        HeadReader {
+            ends_at_eof: true,
+            ..HeadReader::new(buf, pos, line)
+        }
     }
 
     /// The offset in `buf` just past what has been read; after `Ok(None)` that is where the body
@@ -72,16 +88,17 @@ impl<'a> HeadReader<'a> {
                 self.pos += 2;
                 return Ok(None);
             }
+            [] | [b'\r'] if self.ends_at_eof => {
+                self.pos = self.buf.len();
+                return Ok(None);
+            }
             [] | [b'\r'] => return Err(HeadError::Truncated),
             _ => {}
         }
-        let Some(lf) = find(rest, b'\n') else {
-            return Err(HeadError::Truncated);
-        };
+        let lf = self.line_end(rest)?;
         let line = strip_cr(rest.get(..lf).unwrap_or_default());
         let line_start = self.pos;
-        self.pos += lf + 1;
-        self.line += 1;
+        self.advance(lf);
 
         if line.first().copied().is_some_and(is_ws) {
             // A continuation line with no field before it to continue.
@@ -128,15 +145,28 @@ impl<'a> HeadReader<'a> {
             if !rest.first().copied().is_some_and(is_ws) {
                 break;
             }
-            let Some(lf) = find(rest, b'\n') else {
-                return Err(HeadError::Truncated);
-            };
+            let lf = self.line_end(rest)?;
             let line = strip_cr(rest.get(..lf).unwrap_or_default());
             end = Some(self.pos + line.len());
-            self.pos += lf + 1;
-            self.line += 1;
+            self.advance(lf);
         }
         Ok(end)
+    }
+
+    /// Where the line at the start of `rest` ends: its LF, or (when the end of the buffer ends
+    /// lines) the end of `rest`.
+    fn line_end(&self, rest: &[u8]) -> Result<usize, HeadError> {
+        match find(rest, b'\n') {
+            Some(lf) => Ok(lf),
+            None if self.ends_at_eof => Ok(rest.len()),
+            None => Err(HeadError::Truncated),
+        }
+    }
+
+    /// Moves past a line whose LF (or the end of the buffer) is `lf` bytes ahead.
+    fn advance(&mut self, lf: usize) {
+        self.pos = (self.pos + lf + 1).min(self.buf.len());
+        self.line += 1;
     }
 }
 
@@ -235,6 +265,28 @@ mod tests {
             let (fields, _) = read_all(head);
             assert_eq!(fields.last(), Some(&Err(HeadError::Truncated)), "{head:?}");
         }
+    }
+
+    #[test]
+    fn reading_to_the_end_ends_the_last_line_and_the_head_there() {
+        let read = |head: &'static [u8]| {
+            let mut r = HeadReader::to_end(head, 0, 2);
+            let mut names = Vec::new();
+            while let Some(h) = r.next_header().unwrap() {
+                names.push((
+                    String::from_utf8_lossy(h.name).into_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                ));
+            }
+            (names, r.pos())
+        };
+        let one = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        assert_eq!(read(b""), (vec![], 0));
+        assert_eq!(read(b"A: 1"), (one("A", " 1"), 4));
+        assert_eq!(read(b"A: 1\r\n"), (one("A", " 1"), 6));
+        assert_eq!(read(b"A: 1\r\n\r"), (one("A", " 1"), 7));
+        assert_eq!(read(b"A: 1\r\n x"), (one("A", " 1\r\n x"), 8));
+        assert_eq!(read(b"A: 1\r\n\r\nbody"), (one("A", " 1"), 8));
     }
 
     #[test]

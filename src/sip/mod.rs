@@ -9,6 +9,10 @@
 //! each request it calls invalid is rejected, except where it lets a liberal receiver accept
 //! (see [`parse`]). Tolerated everywhere: header names in any case and in compact form, folded
 //! lines, LF-only line ends, CRLFs before the request line.
+//!
+//! A honeypot must also record requests no RFC would accept, or a scanner could hide by leaving
+//! out Via: [`parse_lenient`] takes any message whose request line is a SIP/2.0 request line,
+//! for recording without answering.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 mod addr;
@@ -54,7 +58,8 @@ pub struct Request<'a> {
     pub version: &'a str,
     /// Every header field in order (at most [`MAX_HEADERS`]).
     pub headers: Vec<Header<'a>>,
-    /// Exactly Content-Length bytes, or everything after the head if there is no Content-Length.
+    /// Exactly Content-Length bytes, or everything after the head if there is no Content-Length
+    /// (or, from [`parse_lenient`], no usable one).
     pub body: &'a [u8],
     /// How many bytes of the input this message occupies, from the start of the input (including
     /// skipped leading CRLFs) to the end of the body. Trailing octets after it are ignored
@@ -177,39 +182,18 @@ impl ParseError {
 /// `?` outside angle brackets (§3.1.2.13), white space inside To/From angle brackets
 /// (§3.1.2.14) and unquoted display names with non-token characters (§3.1.2.15). A honeypot
 /// wants to record such probes, and none of them changes what we extract.
+///
+/// A request this rejects as [`Rejected::Malformed`] may still be one by its request line: see
+/// [`parse_lenient`].
 pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
-    if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(ParseError::TooLarge);
-    }
-    let skipped = bytes
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .ok_or(ParseError::Empty)?;
-    let msg = bytes.get(skipped..).unwrap_or_default();
-
-    let (first_line, head_start) = match find(msg, b'\n') {
-        Some(lf) => (strip_cr(msg.get(..lf).unwrap_or_default()), Some(lf + 1)),
-        None => (msg, None),
-    };
-    let (method, uri, version) = request_line(first_line)?;
-    let head_start = head_start.ok_or(ParseError::Truncated)?;
-
-    let text = utf8_prefix(bytes);
-    let mut reader = HeadReader::new(bytes, skipped + head_start, 2);
-    let mut headers = Vec::with_capacity(USUAL_HEADERS);
-    let mut seen = Seen::default();
-    while let Some(raw) = reader.next_header().map_err(|e| match e {
-        HeadError::Truncated => ParseError::Truncated,
-        HeadError::NoColon { line } => ParseError::HeaderWithoutColon { line },
-        HeadError::BadName { line } => ParseError::BadHeaderName { line },
-    })? {
-        if headers.len() == MAX_HEADERS {
-            return Err(ParseError::TooManyHeaders);
-        }
-        seen.note(classify(raw.name), headers.len());
-        headers.push(header(raw, text).ok_or(ParseError::BadHeaderName { line: raw.line })?);
-    }
-    let body_start = reader.pos();
+    let Head {
+        method,
+        uri,
+        version,
+        headers,
+        seen,
+        body_start,
+    } = read_head(bytes, Strictness::Strict)?;
     let after_head = bytes.get(body_start..).unwrap_or_default();
 
     seen.check_counts()?;
@@ -265,6 +249,142 @@ pub fn parse(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
         headers,
         len: body_start + body.len(),
         body,
+    })
+}
+
+/// Parses `bytes` as a SIP request by its request line alone, for recording a probe that
+/// [`parse`] rejects as malformed but that is still plainly a SIP request: one without Via,
+/// From, To, Call-ID or CSeq, with a CSeq for another method, duplicated single-valued headers,
+/// a Max-Forwards out of range, a Content-Length larger than what follows, and so on. Such a
+/// request must not be answered (no conformant answer exists), but it is an event: otherwise
+/// leaving out Via would hide a scanner from the honeypot.
+///
+/// `bytes` must be the whole message (a datagram, or one message framed by
+/// [`frame::Framer`]). Still rejected exactly as by [`parse`]: empty input, input longer than
+/// [`MAX_MESSAGE_BYTES`], a response, non-SIP, and a request line that is malformed or not
+/// `SIP/2.0`. Everything after the request line is taken as it comes: lines that are not
+/// `name: value` fields are skipped, fields beyond [`MAX_HEADERS`] are dropped, the end of
+/// `bytes` ends a head that has no empty line, and the body is Content-Length bytes when there
+/// is exactly one well-formed Content-Length that fits, else everything after the head.
+///
+/// A request [`parse`] accepts comes out of this identical.
+pub fn parse_lenient(bytes: &[u8]) -> Result<Request<'_>, ParseError> {
+    let Head {
+        method,
+        uri,
+        version,
+        headers,
+        seen,
+        body_start,
+    } = read_head(bytes, Strictness::Lenient)?;
+    let after_head = bytes.get(body_start..).unwrap_or_default();
+    let body = Some(seen.content_length)
+        .filter(|slot| slot.count == 1)
+        .and_then(|slot| slot.first)
+        .and_then(|i| headers.get(i))
+        .and_then(|cl| lex::decimal(cl.value.as_bytes()))
+        .and_then(|n| usize::try_from(n).ok())
+        .and_then(|n| after_head.get(..n))
+        .unwrap_or(after_head);
+    Ok(Request {
+        method,
+        uri,
+        version,
+        headers,
+        len: body_start + body.len(),
+        body,
+    })
+}
+
+/// How much of what [`parse`] rejects in a head [`read_head`] lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// A header line that is not a field, more than [`MAX_HEADERS`] fields or a head without its
+    /// empty line is an error.
+    Strict,
+    /// Such lines are skipped, surplus fields dropped, and the input's end ends the head.
+    Lenient,
+}
+
+/// A request line and the header fields after it, before anything they say is checked.
+#[derive(Debug)]
+struct Head<'a> {
+    method: &'a str,
+    uri: &'a str,
+    version: &'a str,
+    headers: Vec<Header<'a>>,
+    seen: Seen,
+    /// Where the body starts in the input: just past the head's empty line.
+    body_start: usize,
+}
+
+/// Reads the request line and the header section, in one pass over the head.
+fn read_head(bytes: &[u8], strictness: Strictness) -> Result<Head<'_>, ParseError> {
+    let lenient = strictness == Strictness::Lenient;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError::TooLarge);
+    }
+    let skipped = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(ParseError::Empty)?;
+    let msg = bytes.get(skipped..).unwrap_or_default();
+
+    let (first_line, head_start) = match find(msg, b'\n') {
+        Some(lf) => (strip_cr(msg.get(..lf).unwrap_or_default()), Some(lf + 1)),
+        None => (msg, None),
+    };
+    let (method, uri, version) = request_line(first_line)?;
+    let head_start = match head_start {
+        Some(at) => skipped + at,
+        None if lenient => bytes.len(),
+        None => return Err(ParseError::Truncated),
+    };
+
+    let text = utf8_prefix(bytes);
+    let mut reader = if lenient {
+        HeadReader::to_end(bytes, head_start, 2)
+    } else {
+        HeadReader::new(bytes, head_start, 2)
+    };
+    let mut headers = Vec::with_capacity(USUAL_HEADERS);
+    let mut seen = Seen::default();
+    loop {
+        let raw = match reader.next_header() {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            // The reader has moved past the bad line (it never reports Truncated when reading
+            // to the end, but stopping there would be right if it did).
+            Err(HeadError::Truncated) if lenient => break,
+            Err(_) if lenient => continue,
+            Err(HeadError::Truncated) => return Err(ParseError::Truncated),
+            Err(HeadError::NoColon { line }) => {
+                return Err(ParseError::HeaderWithoutColon { line });
+            }
+            Err(HeadError::BadName { line }) => return Err(ParseError::BadHeaderName { line }),
+        };
+        if headers.len() == MAX_HEADERS {
+            if lenient {
+                continue;
+            }
+            return Err(ParseError::TooManyHeaders);
+        }
+        let Some(field) = header(raw, text) else {
+            if lenient {
+                continue;
+            }
+            return Err(ParseError::BadHeaderName { line: raw.line });
+        };
+        seen.note(classify(raw.name), headers.len());
+        headers.push(field);
+    }
+    Ok(Head {
+        method,
+        uri,
+        version,
+        headers,
+        seen,
+        body_start: reader.pos(),
     })
 }
 

@@ -124,6 +124,225 @@ fn every_rfc_4475_torture_message_gets_its_pinned_verdict() {
     assert_eq!(checked, 49);
 }
 
+/// What [`parse_lenient`] makes of each RFC 4475 request [`parse`] rejects: the method, called
+/// number and body length it is recorded with, or the error that keeps it out.
+fn expected_lenient(file: &str) -> Result<(&'static str, Option<&'static str>, usize), ParseError> {
+    use ParseError as E;
+    Ok(match file {
+        // Only the semantics are wrong: recorded.
+        "badinv01.dat" => ("INVITE", Some("j.user"), 152), // Via `;;,;,,`
+        "clerr.dat" => ("INVITE", Some("j.user"), 154), // Content-Length 9999: the rest is the body
+        "ncl.dat" => ("INVITE", Some("j.user"), 152),   // Content-Length -999: likewise
+        "scalar02.dat" => ("REGISTER", Some("user"), 0), // CSeq and Max-Forwards overflow
+        // To has an unclosed quote, so the number comes from the Request-URI.
+        "quotbal.dat" => ("INVITE", Some("user"), 152),
+        "mismatch01.dat" => ("OPTIONS", Some("j.user"), 0), // CSeq says INVITE
+        "mismatch02.dat" => ("NEWMETHOD", Some("j.user"), 138), // likewise
+        "insuf.dat" => ("INVITE", Some("user"), 152), // no From, To, Call-ID: number from the URI
+        "multi01.dat" => ("INVITE", Some("user"), 154), // two of each: the first To counts
+        "mcl01.dat" => ("OPTIONS", Some("user"), 67), // two Content-Lengths: the rest is the body
+        // The request line itself is broken: not recognisably a SIP/2.0 request, still rejected.
+        "ltgtruri.dat" | "lwsruri.dat" | "lwsstart.dat" | "trws.dat" => {
+            return Err(E::BadRequestLine);
+        }
+        "badvers.dat" => return Err(E::UnsupportedVersion),
+        other => panic!("no lenient verdict pinned for {other}: add one"),
+    })
+}
+
+/// Every RFC 4475 request: what `parse` accepts comes out of `parse_lenient` identical; what it
+/// rejects gets the pinned lenient verdict; responses stay responses.
+#[test]
+fn lenient_parse_records_torture_requests_whose_request_line_is_sound() {
+    let index = String::from_utf8(testdata("rfc4475/INDEX.tsv")).unwrap();
+    let mut recorded = Vec::new();
+    for row in index
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let [file, _section, kind, ..] = cols.as_slice() else {
+            panic!("short row {row}");
+        };
+        let msg = torture(file);
+        let lenient = parse_lenient(&msg);
+        if *kind == "resp" {
+            assert_eq!(lenient.unwrap_err(), ParseError::Response, "{file}");
+            continue;
+        }
+        match parse(&msg) {
+            Ok(strict) => assert_same_request(&strict, &lenient.unwrap(), file),
+            Err(_) => {
+                let got = lenient
+                    .as_ref()
+                    .map(|r| {
+                        assert_eq!(
+                            r.len,
+                            msg.len(),
+                            "{file}: the whole datagram is the message"
+                        );
+                        recorded.push(*file);
+                        (r.method, r.called_number(), r.body.len())
+                    })
+                    .map_err(|e| *e);
+                assert_eq!(got, expected_lenient(file), "{file}");
+            }
+        }
+    }
+    assert_eq!(
+        recorded,
+        [
+            "badinv01.dat",
+            "clerr.dat",
+            "ncl.dat",
+            "scalar02.dat",
+            "quotbal.dat",
+            "mismatch01.dat",
+            "mismatch02.dat",
+            "insuf.dat",
+            "multi01.dat",
+            "mcl01.dat",
+        ]
+    );
+}
+
+fn assert_same_request(strict: &Request<'_>, lenient: &Request<'_>, what: &str) {
+    assert_eq!(
+        (strict.method, strict.uri, strict.version),
+        (lenient.method, lenient.uri, lenient.version),
+        "{what}"
+    );
+    assert_eq!(strict.headers, lenient.headers, "{what}");
+    assert_eq!(
+        (strict.body, strict.len),
+        (lenient.body, lenient.len),
+        "{what}"
+    );
+}
+
+#[test]
+fn a_request_line_alone_is_a_request_to_the_lenient_parser() {
+    for msg in [
+        &b"OPTIONS sip:101@198.51.100.1 SIP/2.0\r\n\r\n"[..],
+        b"OPTIONS sip:101@198.51.100.1 SIP/2.0\r\n",
+        b"OPTIONS sip:101@198.51.100.1 SIP/2.0",
+        b"\r\nOPTIONS sip:101@198.51.100.1 SIP/2.0\n\n",
+    ] {
+        assert_eq!(
+            parse(msg).unwrap_err().kind(),
+            Rejected::Malformed,
+            "{msg:?}"
+        );
+        let req = parse_lenient(msg).unwrap();
+        assert_eq!(
+            (req.method, req.called_number(), req.user_agent()),
+            ("OPTIONS", Some("101"), None),
+            "{msg:?}"
+        );
+        assert!(req.headers.is_empty() && req.body.is_empty(), "{msg:?}");
+        assert_eq!(req.len, msg.len(), "{msg:?}");
+    }
+}
+
+#[test]
+fn lenient_parse_skips_what_the_strict_parser_rejects_in_the_head() {
+    let without = |line: &str| {
+        String::from_utf8(options_with("", "hi"))
+            .unwrap()
+            .replace(line, "")
+            .into_bytes()
+    };
+    let via = "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1;rport\r\n";
+    for (msg, strict) in [
+        (without(via), ParseError::MissingHeader("Via")),
+        (
+            without("Call-ID: 1234\r\n"),
+            ParseError::MissingHeader("Call-ID"),
+        ),
+        (
+            options_with("no colon here\r\n", "hi"),
+            ParseError::HeaderWithoutColon { line: 9 },
+        ),
+        (
+            options_with("bad name: x\r\n \tfolded on\r\n", "hi"),
+            ParseError::BadHeaderName { line: 9 },
+        ),
+        (
+            options_with(&"X-A: 1\r\n".repeat(MAX_HEADERS), "hi"),
+            ParseError::TooManyHeaders,
+        ),
+    ] {
+        assert_eq!(parse(&msg).unwrap_err(), strict);
+        let req = parse_lenient(&msg).unwrap_or_else(|e| panic!("{strict}: {e}"));
+        assert_eq!(
+            (req.method, req.called_number(), req.user_agent(), req.body),
+            ("OPTIONS", Some("100"), Some("friendly-scanner"), &b"hi"[..]),
+            "{strict}"
+        );
+        assert!(req.headers.len() <= MAX_HEADERS);
+        assert!(req.headers.iter().all(|h| h.name != "bad name"));
+    }
+    // A head cut short of its empty line: the datagram's end ends it.
+    let full = options_with("", "");
+    let cut = full.get(..full.len() - 4).unwrap();
+    assert_eq!(parse(cut).unwrap_err(), ParseError::Truncated);
+    let req = parse_lenient(cut).unwrap();
+    assert_eq!(req.header("Content-Length"), Some("0"));
+    assert_eq!(req.len, cut.len());
+}
+
+#[test]
+fn lenient_parse_takes_the_rest_as_body_when_content_length_is_unusable() {
+    let body = "v=0\r\n";
+    let with_length = |cl: &str| {
+        String::from_utf8(options_with("", body))
+            .unwrap()
+            .replace(&format!("Content-Length: {}", body.len()), cl)
+            .into_bytes()
+    };
+    for (cl, body_len) in [
+        ("Content-Length: 9999", body.len()),
+        ("Content-Length: -1", body.len()),
+        ("Content-Length: 99999999999999999999999", body.len()),
+        ("Content-Length: 2\r\nl: 2", body.len()),
+        ("l: 2", 2),
+        ("X-No-Length: 1", body.len()),
+    ] {
+        let msg = with_length(cl);
+        let req = parse_lenient(&msg).unwrap();
+        assert_eq!(req.body.len(), body_len, "{cl}");
+        assert_eq!(req.len, msg.len() - body.len() + body_len, "{cl}");
+    }
+}
+
+#[test]
+fn lenient_parse_still_rejects_what_is_not_a_sip_request() {
+    let mut huge = b"OPTIONS sip:a SIP/2.0\r\n\r\n".to_vec();
+    huge.resize(MAX_MESSAGE_BYTES + 1, b'x');
+    for (msg, err) in [
+        (&b""[..], ParseError::Empty),
+        (b"\r\n\r\n", ParseError::Empty),
+        (b"SIP/2.0 200 OK\r\n\r\n", ParseError::Response),
+        (&torture("bigcode.dat"), ParseError::Response),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ParseError::NotSip),
+        (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], ParseError::NotSip),
+        (&[0; 100], ParseError::NotSip),
+        (b"OPTIONS \0 SIP/2.0\r\n\r\n", ParseError::BadRequestLine),
+        (
+            b"OPTIONS sip:a SIP/2.0 \r\n\r\n",
+            ParseError::BadRequestLine,
+        ),
+        (
+            b"OPTIONS sip:a SIP/3.0\r\n\r\n",
+            ParseError::UnsupportedVersion,
+        ),
+        (&huge, ParseError::TooLarge),
+    ] {
+        assert_eq!(parse_lenient(msg).unwrap_err(), err, "{msg:?}");
+        assert_eq!(parse(msg).unwrap_err(), err, "{msg:?}");
+    }
+}
+
 #[test]
 fn rejections_are_counted_as_response_junk_or_malformed() {
     assert_eq!(
@@ -681,6 +900,21 @@ fn exercise(req: &Request<'_>) {
     let _ = reply::respond(req, &cx);
 }
 
+/// `parse_lenient` on `msg`: never longer than its input; identical to `parse` where that
+/// accepts; and failing only where `parse` fails the same way.
+fn check_lenient_agrees(msg: &[u8]) -> Result<(), TestCaseError> {
+    match (parse(msg), parse_lenient(msg)) {
+        (Ok(strict), Ok(lenient)) => assert_same_request(&strict, &lenient, "strict"),
+        (Err(_), Ok(lenient)) => {
+            prop_assert!(lenient.len <= msg.len());
+            prop_assert!(lenient.headers.len() <= MAX_HEADERS);
+            exercise(&lenient);
+        }
+        (strict, Err(e)) => prop_assert_eq!(strict.map(|_| ()), Err(e)),
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -688,6 +922,22 @@ proptest! {
             prop_assert!(req.len <= bytes.len());
             exercise(&req);
         }
+    }
+
+    #[test]
+    fn lenient_parse_never_panics_and_agrees_with_parse(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        check_lenient_agrees(&bytes)?;
+    }
+
+    #[test]
+    fn lenient_parse_agrees_with_parse_on_mutated_real_messages(
+        i in 0..5_usize,
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), prop_oneof![
+            Just(b'\r'), Just(b'\n'), Just(b' '), Just(b':'), Just(b';'), Just(b'"'), Just(b'<'),
+            Just(b'>'), Just(b','), Just(b'\0'), Just(0xff), any::<u8>(),
+        ]), 1..8),
+    ) {
+        check_lenient_agrees(&mutate(sample(i), &edits))?;
     }
 
     #[test]

@@ -36,6 +36,25 @@ CREATE INDEX IF NOT EXISTS called_number_index ON honey (called_number);
 CREATE INDEX IF NOT EXISTS event_uuid_index ON honey (event_uuid);
 ";
 
+/// Keeps the summaries true when an operator deletes events (a false positive, their own PBX):
+/// only for rows the summaries already counted (at or below the watermark).
+const DELETE_TRIGGER: &str = "
+CREATE TRIGGER IF NOT EXISTS sentrypeer_honey_deleted AFTER DELETE ON honey
+WHEN old.honey_id <= (SELECT last_honey_id FROM sentrypeer_summary_state WHERE id = 1)
+BEGIN
+  UPDATE sentrypeer_numbers SET seen_count = seen_count - 1 WHERE called_number = old.called_number;
+  DELETE FROM sentrypeer_numbers WHERE called_number = old.called_number AND seen_count <= 0;
+  UPDATE sentrypeer_ip_addresses SET seen_count = seen_count - 1 WHERE ip_address = CASE
+    WHEN old.source_ip LIKE '[%]:%' THEN substr(old.source_ip, 2, instr(old.source_ip, ']') - 2)
+    WHEN old.source_ip LIKE '%.%:%' THEN substr(old.source_ip, 1, instr(old.source_ip, ':') - 1)
+    ELSE old.source_ip END;
+  DELETE FROM sentrypeer_ip_addresses WHERE seen_count <= 0 AND ip_address = CASE
+    WHEN old.source_ip LIKE '[%]:%' THEN substr(old.source_ip, 2, instr(old.source_ip, ']') - 2)
+    WHEN old.source_ip LIKE '%.%:%' THEN substr(old.source_ip, 1, instr(old.source_ip, ':') - 1)
+    ELSE old.source_ip END;
+END;
+";
+
 /// Our additions. Never rename or drop anything of upstream's.
 const OUR_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sentrypeer_node (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL);
@@ -108,6 +127,8 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // In WAL, NORMAL loses nothing on a process crash, only possibly the last commits on power loss.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // After a checkpoint resets it, the WAL file is cut back to this size.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     // The indexes take inserts at random places (event UUIDs, numbers); a page cache that holds
     // their hot pages keeps a batch from re-reading them. SQLite grows it only as used.
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
@@ -116,6 +137,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.execute_batch(UPSTREAM_SCHEMA)?;
     conn.execute_batch(OUR_SCHEMA)?;
+    conn.execute_batch(DELETE_TRIGGER)?;
     add_honey_columns(&conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     let node_id = node_id(&conn)?;

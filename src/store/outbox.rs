@@ -5,7 +5,8 @@
 //! deliverer (`output::webhook`) reads due rows through its own connection and deletes each row
 //! only after the endpoint answered 2xx; a rejected row, or the oldest rows when the outbox is
 //! over its cap, move to the dead-letter table, from which `sentrypeer webhook replay` moves
-//! them back. Nothing here talks HTTP.
+//! them back. The dead letters are kept to a cap, the oldest deleted beyond it. Nothing here
+//! talks HTTP.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -258,6 +259,32 @@ pub fn dead_letter_count(conn: &Connection) -> rusqlite::Result<u64> {
     .map(|n| n as u64)
 }
 
+/// Deletes the oldest dead letters beyond `cap` in one transaction; returns how many went.
+/// The span of ids bounds the count from above and costs two index lookups, so a table under
+/// its cap (the usual case) is never counted.
+pub fn prune_dead_letters(conn: &mut Connection, cap: u64) -> rusqlite::Result<u64> {
+    let span: i64 = conn.query_row(
+        "SELECT coalesce((SELECT max(id) FROM sentrypeer_webhook_dead_letter)
+           - (SELECT min(id) FROM sentrypeer_webhook_dead_letter) + 1, 0)",
+        [],
+        |r| r.get(0),
+    )?;
+    if span <= 0 || span as u64 <= cap {
+        return Ok(0);
+    }
+    let tx = immediate(conn)?;
+    let over = dead_letter_count(&tx)?.saturating_sub(cap);
+    if over > 0 {
+        tx.execute(
+            "DELETE FROM sentrypeer_webhook_dead_letter WHERE id IN
+               (SELECT id FROM sentrypeer_webhook_dead_letter ORDER BY id LIMIT ?1)",
+            [over as i64],
+        )?;
+    }
+    tx.commit()?;
+    Ok(over)
+}
+
 /// Which dead letters to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay<'a> {
@@ -370,6 +397,32 @@ mod tests {
         assert_eq!(next_due_after(&c, now).unwrap(), Some(now + 1000));
         assert_eq!(delete(&mut c, &[1, 3, 99]).unwrap(), 2);
         assert_eq!(depth(&c).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_oldest_dead_letters_beyond_the_cap_are_deleted() {
+        let mut c = db();
+        assert_eq!(prune_dead_letters(&mut c, 3).unwrap(), 0, "empty");
+        queue(&mut c, 8);
+        let tx = c.transaction().unwrap();
+        assert_eq!(enforce_cap(&tx, 2).unwrap(), 6);
+        tx.commit().unwrap();
+        assert_eq!(prune_dead_letters(&mut c, 6).unwrap(), 0, "at the cap");
+        assert_eq!(prune_dead_letters(&mut c, 4).unwrap(), 2);
+        let uuids = |c: &Connection| -> Vec<String> {
+            dead_letters(c, 0, 10)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.event_uuid)
+                .collect()
+        };
+        assert_eq!(uuids(&c), ["uuid-2", "uuid-3", "uuid-4", "uuid-5"]);
+        // A gap left by a replay: the span is over the cap, the count is not.
+        let gap = dead_letters(&c, 0, 10).unwrap()[1].id;
+        replay(&mut c, Replay::Ids(&[gap])).unwrap();
+        assert_eq!(prune_dead_letters(&mut c, 3).unwrap(), 0);
+        assert_eq!(prune_dead_letters(&mut c, 1).unwrap(), 2);
+        assert_eq!(uuids(&c), ["uuid-5"]);
     }
 
     #[test]

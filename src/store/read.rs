@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+/// Rows read per page of a streamed list.
+const LIST_PAGE_ROWS: i64 = 2000;
 /// Idle read connections kept for reuse; more are opened under load and closed afterwards.
 const MAX_IDLE_CONNECTIONS: usize = 8;
 /// A streamed list is handed over in chunks of about this many bytes.
@@ -19,15 +21,22 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    fn sql(self) -> (&'static str, &'static str) {
+    /// (count, first page, next page after a `(seen_last, key)` cursor), newest first.
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
             ListKind::IpAddresses => (
                 "SELECT count(*) FROM sentrypeer_ip_addresses",
-                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses ORDER BY seen_last DESC",
+                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses
+                 ORDER BY seen_last DESC, ip_address DESC LIMIT ?1",
+                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses
+                 WHERE (seen_last, ip_address) < (?2, ?3) ORDER BY seen_last DESC, ip_address DESC LIMIT ?1",
             ),
             ListKind::Numbers => (
                 "SELECT count(*) FROM sentrypeer_numbers",
-                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers ORDER BY seen_last DESC",
+                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
+                 ORDER BY seen_last DESC, called_number DESC LIMIT ?1",
+                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
+                 WHERE (seen_last, called_number) < (?2, ?3) ORDER BY seen_last DESC, called_number DESC LIMIT ?1",
             ),
         }
     }
@@ -98,46 +107,63 @@ impl ReadPool {
         kind: ListKind,
         mut emit: impl FnMut(Vec<u8>) -> bool,
     ) -> rusqlite::Result<()> {
-        self.with(|c| {
-            let (count_sql, list_sql) = kind.sql();
-            let (total_key, list_key, item_key) = kind.keys();
-            // One read transaction, so the total and the list agree.
-            c.execute_batch("BEGIN")?;
-            let result = (|| {
-                let total: i64 = c.query_row(count_sql, [], |r| r.get(0))?;
-                let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
-                buf.extend_from_slice(
-                    format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes(),
-                );
-                let mut stmt = c.prepare_cached(list_sql)?;
-                let mut rows = stmt.query([])?;
-                let mut first = true;
+        let (count_sql, first_sql, next_sql) = kind.sql();
+        let (total_key, list_key, item_key) = kind.keys();
+        let total: i64 = self.with(|c| c.query_row(count_sql, [], |r| r.get(0)))?;
+        let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
+        buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
+        let mut cursor: Option<(String, String)> = None;
+        let mut first = true;
+        loop {
+            // One short read per page, never a transaction held while a client reads: a slow
+            // client must not pin a WAL snapshot (the WAL could not be reset behind it). An entry
+            // seen again while the list streams moves ahead of the cursor and shows next time.
+            let mut page = self.with(|c| {
+                let mut stmt = c.prepare_cached(if cursor.is_some() {
+                    next_sql
+                } else {
+                    first_sql
+                })?;
+                let mut rows = match &cursor {
+                    Some((last, key)) => {
+                        stmt.query(rusqlite::params![LIST_PAGE_ROWS, last, key])?
+                    }
+                    None => stmt.query(rusqlite::params![LIST_PAGE_ROWS])?,
+                };
+                let mut page = Vec::with_capacity(LIST_PAGE_ROWS as usize);
                 while let Some(row) = rows.next()? {
-                    if !first {
-                        buf.push(b',');
-                    }
-                    first = false;
-                    let value: String = row.get(0)?;
-                    let seen_last: String = row.get(1)?;
-                    let count: i64 = row.get(2)?;
-                    buf.extend_from_slice(b"{\"");
-                    buf.extend_from_slice(item_key.as_bytes());
-                    buf.extend_from_slice(b"\":");
-                    push_json_str(&mut buf, &value);
-                    buf.extend_from_slice(b",\"seen_last\":");
-                    push_json_str(&mut buf, &seen_last);
-                    buf.extend_from_slice(format!(",\"seen_count\":\"{count}\"}}").as_bytes());
-                    if buf.len() >= LIST_CHUNK_BYTES && !emit(std::mem::take(&mut buf)) {
-                        return Ok(());
-                    }
+                    page.push((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ));
                 }
-                buf.extend_from_slice(b"]}");
-                emit(buf);
-                Ok(())
-            })();
-            let _ = c.execute_batch("COMMIT");
-            result
-        })
+                Ok(page)
+            })?;
+            let done = (page.len() as i64) < LIST_PAGE_ROWS;
+            for (value, seen_last, count) in &page {
+                if !std::mem::take(&mut first) {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"{\"");
+                buf.extend_from_slice(item_key.as_bytes());
+                buf.extend_from_slice(b"\":");
+                push_json_str(&mut buf, value);
+                buf.extend_from_slice(b",\"seen_last\":");
+                push_json_str(&mut buf, seen_last);
+                buf.extend_from_slice(format!(",\"seen_count\":\"{count}\"}}").as_bytes());
+                if buf.len() >= LIST_CHUNK_BYTES && !emit(std::mem::take(&mut buf)) {
+                    return Ok(());
+                }
+            }
+            if done {
+                break;
+            }
+            cursor = page.pop().map(|(value, seen_last, _)| (seen_last, value));
+        }
+        buf.extend_from_slice(b"]}");
+        emit(buf);
+        Ok(())
     }
 }
 

@@ -146,19 +146,6 @@ impl Writer {
         let _ = outbox.wake.try_send(());
         Ok(())
     }
-
-    /// Whether an event with this UUID is already stored (peers' events are de-duplicated by it).
-    pub fn has_event(&self, uuid: &uuid::Uuid) -> rusqlite::Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT 1 FROM honey WHERE event_uuid = ?1 LIMIT 1")?;
-        stmt.exists([uuid.hyphenated().to_string()])
-    }
-
-    /// The connection, for outputs that keep their own tables in the same database.
-    pub fn connection(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
 }
 
 fn bump<'a>(slot: &mut (&'a str, i64), ts: &'a str) {

@@ -88,6 +88,21 @@ fn every_endpoint_answers_with_upstreams_shapes_and_headers() {
     assert_eq!(v["ip_addresses"][0]["ip_address"], "127.0.0.1");
     assert_eq!(v["ip_addresses"][0]["seen_count"], "3");
 
+    let r = node.get("/ip-addresses/%ff");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            serde_json::json!({"error": "The request data was invalid"})
+        )
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = node.get("/numbers/%ff");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (404, Some("application/json"))
+    );
+
     let r = node.get("/nope");
     assert_eq!(
         (r.status, r.json()),

@@ -116,7 +116,8 @@ fn environment_switches_work_even_set_to_zero() {
         "SENTRYPEER_SIP_RESPONSIVE=0 switched responsive mode on"
     );
     node.wait_rows(1);
-    assert!(poll(DEFAULT_WAIT, || node
-        .path("sentrypeer_json.log")
-        .exists()));
+    let path = node.path("sentrypeer_json.log");
+    assert!(poll(DEFAULT_WAIT, || std::fs::read_to_string(&path)
+        .map(|t| t.lines().count() == 1 && t.contains("\"sip_user_agent\":\"env\""))
+        .unwrap_or(false)));
 }

@@ -152,3 +152,77 @@ fn one_source_cannot_hold_more_than_its_share_of_connections() {
     });
     assert!(ok, "{}", node.health());
 }
+
+/// `options(number, agent, branch)` with `from` replaced by `to` (the line must be there).
+fn options_edited(number: &str, agent: &str, branch: u64, from: &str, to: &str) -> Vec<u8> {
+    let msg = String::from_utf8(options(number, agent, branch)).unwrap();
+    assert!(msg.contains(from), "{from:?} not in the probe");
+    msg.replace(from, to).into_bytes()
+}
+
+#[test]
+fn requests_missing_or_contradicting_headers_are_recorded_but_never_answered() {
+    let node = Node::start(&["-r"]);
+    let bare = b"OPTIONS sip:101@198.51.100.1 SIP/2.0\r\n\r\n".to_vec();
+    let no_via = options_edited(
+        "102",
+        "no-via",
+        2,
+        "Via: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK-2;rport\r\n",
+        "",
+    );
+    // The request line says INVITE, CSeq says OPTIONS: the request line's method is recorded.
+    let mismatch = options_edited("103", "mismatch", 3, "OPTIONS sip:", "INVITE sip:");
+    let no_call_id = options_edited("104", "no-call-id", 4, "Call-ID: 4-call\r\n", "");
+    let probes = [&bare, &no_via, &mismatch, &no_call_id];
+    let sockets: Vec<UdpSocket> = probes.iter().map(|p| node.send_udp(p)).collect();
+    // A well-formed probe after them shows the node does answer in this mode.
+    let answered = node.send_udp(&options("105", "well-formed", 5));
+    node.wait_rows(5);
+
+    let rows: Vec<(String, String, String, String)> = node
+        .db()
+        .prepare("SELECT called_number, method, user_agent, sip_message FROM honey ORDER BY called_number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let summary: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(n, m, ua, _)| (n.as_str(), m.as_str(), ua.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("101", "OPTIONS", "NOT_FOUND"),
+            ("102", "OPTIONS", "no-via"),
+            ("103", "INVITE", "mismatch"),
+            ("104", "OPTIONS", "no-call-id"),
+            ("105", "OPTIONS", "well-formed"),
+        ]
+    );
+    for ((_, _, _, stored), sent) in rows.iter().zip(probes) {
+        assert_eq!(stored.as_bytes(), &sent[..], "recorded exactly as received");
+    }
+    assert_eq!(node.counter("rejected_malformed"), 0);
+    assert_eq!(node.counter("events_malformed"), 4);
+
+    let mut buf = [0u8; 70_000];
+    answered
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = answered
+        .recv(&mut buf)
+        .expect("the well-formed probe is answered");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+    for (s, sent) in sockets.iter().zip(probes) {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            s.recv(&mut buf).is_err(),
+            "no reply to {}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+}

@@ -67,3 +67,39 @@ fn sigint_on_an_idle_node_exits_0() {
     let mut node = Node::start(&[]);
     assert!(node.signal("INT").success());
 }
+
+#[test]
+fn sigterm_is_not_held_up_by_clients_that_stall() {
+    use std::io::Write;
+    let mut node = Node::start(&["-r"]);
+    // A TCP client that sends many probes and never reads its replies.
+    let mut greedy = std::net::TcpStream::connect(node.tcp[0]).unwrap();
+    greedy
+        .set_write_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    for i in 0..20_000u64 {
+        if greedy.write_all(&options("100", "never-reads", i)).is_err() {
+            break;
+        }
+    }
+    // An API client that sends half a request and waits.
+    let mut half = std::net::TcpStream::connect(node.api[0]).unwrap();
+    half.write_all(b"GET /health-check HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A client that never finishes its SIP message.
+    let mut slow = std::net::TcpStream::connect(node.tcp[0]).unwrap();
+    slow.write_all(b"OPTIONS sip:100@x SIP/2.0\r\nVia: ")
+        .unwrap();
+    assert!(poll(DEFAULT_WAIT, || node.counter("events_accepted") > 0));
+    let pid = node.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = node.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", node.log_text());
+    drop((greedy, half, slow));
+}

@@ -80,3 +80,33 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
         "{schema}"
     );
 }
+
+#[test]
+fn deleting_events_from_honey_takes_them_out_of_the_api() {
+    let node = Node::start(&[]);
+    node.send_udp(&options("100", "a", 1));
+    node.send_udp(&options("100", "b", 2));
+    node.send_udp(&options("200", "c", 3));
+    node.wait_rows(3);
+    assert_eq!(node.get("/ip-addresses/127.0.0.1").status, 200);
+    {
+        // An operator removes a false positive by hand, as they would with upstream.
+        let db = rusqlite::Connection::open(node.db_path()).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        db.execute("DELETE FROM honey WHERE called_number = '100'", [])
+            .unwrap();
+    }
+    assert_eq!(node.get("/numbers/100").status, 404);
+    assert_eq!(node.get("/numbers/200").status, 200);
+    assert_eq!(
+        node.get("/ip-addresses").json()["ip_addresses"][0]["seen_count"],
+        "1"
+    );
+    {
+        let db = rusqlite::Connection::open(node.db_path()).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        db.execute("DELETE FROM honey", []).unwrap();
+    }
+    assert_eq!(node.get("/ip-addresses/127.0.0.1").status, 404);
+    assert_eq!(node.get("/numbers").json()["called_numbers_total"], 0);
+}

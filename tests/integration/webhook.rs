@@ -767,6 +767,60 @@ fn a_receiver_failing_forever_fills_the_outbox_to_its_cap_and_the_overflow_is_co
 }
 
 #[test]
+fn dead_letters_beyond_their_cap_are_deleted_oldest_first_and_counted() {
+    let rig = Rig::new(false);
+    rig.behave(Behaviour {
+        status: 500,
+        body: "broken",
+        ..Default::default()
+    });
+    let mut a = args(&[
+        "--webhook-outbox-cap",
+        "20",
+        "--webhook-dead-letter-cap",
+        "10",
+        "--webhook-max-backoff",
+        "1",
+        "-w",
+    ]);
+    a.push(rig.url());
+    let node = start(&a);
+    send_paced(&node, 60);
+    node.wait_rows(60);
+    // 40 pushed out of the outbox; the deliverer keeps the newest 10 of them.
+    assert!(
+        poll(DEFAULT_WAIT, || webhook_stat(&node, "dead_letters_pruned")
+            == 30),
+        "{}",
+        node.health()["webhook"]
+    );
+    assert_eq!(dead_letter_rows(&node), 10);
+    assert_eq!(outbox_rows(&node), 20);
+    let newest_kept = node.count(
+        "SELECT count(*) FROM sentrypeer_webhook_dead_letter d JOIN
+           (SELECT event_uuid FROM honey ORDER BY honey_id LIMIT 10 OFFSET 30) h USING (event_uuid)",
+    );
+    assert_eq!(newest_kept, 10, "the oldest dead letters went first");
+    let w = node.health()["webhook"].clone();
+    assert_eq!(w["dead_lettered_outbox_full"], 40, "{w}");
+    assert_eq!(w["dead_letters_pruned"], 30, "{w}");
+    let metrics = String::from_utf8(node.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("sentrypeer_webhook_dead_letters_pruned_total 30"),
+        "{metrics}"
+    );
+    assert!(
+        node.log_text()
+            .contains("WebHook dead letters over their cap"),
+        "{}",
+        node.log_text()
+    );
+    let db = node.db_path();
+    let (code, out, _) = sentrypeer(&node, &["-f", db.to_str().unwrap(), "webhook", "status"]);
+    assert_eq!((code, out.as_str()), (0, "outbox: 20\ndead letters: 10\n"));
+}
+
+#[test]
 fn a_429_retry_after_is_honoured() {
     let rig = Rig::new(false);
     rig.shared.fail_next.store(1, Ordering::SeqCst);
