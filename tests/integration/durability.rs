@@ -28,44 +28,6 @@ fn loadgen(node: &Node) -> Child {
         .expect("start sentrypeer-loadgen")
 }
 
-/// `key=N` inside the `output: ...;` part of the node's final log line.
-fn output_figure(node: &Node, output: &str, key: &str) -> i64 {
-    let log = node.log_text();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("Shutdown complete."))
-        .unwrap_or_else(|| panic!("no final line:\n{log}"));
-    let part = line
-        .split(&format!("{output}: "))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {output} in {line}"));
-    let part = part.split(';').next().unwrap();
-    let at = part.find(&format!("{key}=")).unwrap() + key.len() + 1;
-    part[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn accepted(node: &Node) -> i64 {
-    let log = node.log_text();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("Shutdown complete."))
-        .unwrap();
-    let at = line.find("events_accepted=").unwrap() + "events_accepted=".len();
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn sigterm_in_a_50000_per_second_run_keeps_every_accepted_probe_in_the_database_and_json_log() {
     let mut node = Node::start(&["-j"]);
@@ -80,11 +42,11 @@ fn sigterm_in_a_50000_per_second_run_keeps_every_accepted_probe_in_the_database_
     let _ = generator.wait();
     assert!(status.success(), "exit {status:?}\n{}", node.log_text());
 
-    let accepted = accepted(&node);
+    let accepted = node.final_figure("events_accepted");
     let (written, dropped, failed) = (
-        output_figure(&node, "sqlite", "written"),
-        output_figure(&node, "sqlite", "dropped"),
-        output_figure(&node, "sqlite", "failed"),
+        node.output_figure("sqlite", "written"),
+        node.output_figure("sqlite", "dropped"),
+        node.output_figure("sqlite", "failed"),
     );
     let rows = node.count("SELECT count(*) FROM honey");
     assert!(accepted >= 20_000);
@@ -106,7 +68,7 @@ fn sigterm_in_a_50000_per_second_run_keeps_every_accepted_probe_in_the_database_
         .count() as i64;
     assert_eq!(
         json_lines,
-        accepted - output_figure(&node, "json_log", "dropped"),
+        accepted - node.output_figure("json_log", "dropped"),
         "and the same for the JSON log"
     );
     let distinct: i64 = node.count("SELECT count(DISTINCT event_uuid) FROM honey");

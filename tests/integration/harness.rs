@@ -225,6 +225,31 @@ impl Node {
         r.json()
     }
 
+    /// The node's last log line, written when shutdown completes.
+    fn final_line(&self) -> String {
+        let log = self.log_text();
+        log.lines()
+            .rev()
+            .find(|l| l.contains("Shutdown complete."))
+            .unwrap_or_else(|| panic!("no final line:\n{log}"))
+            .to_string()
+    }
+
+    /// `key=N` from the final log line (e.g. `events_accepted`).
+    pub fn final_figure(&self, key: &str) -> i64 {
+        number_after(&self.final_line(), key)
+    }
+
+    /// `key=N` from one output's part of the final log line (`sqlite: written=… dropped=…;`).
+    pub fn output_figure(&self, output: &str, key: &str) -> i64 {
+        let line = self.final_line();
+        let part = line
+            .split(&format!("{output}: "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {output} in {line}"));
+        number_after(part.split(';').next().unwrap_or(""), key)
+    }
+
     pub fn counter(&self, name: &str) -> u64 {
         self.health()["counters"][name].as_u64().unwrap()
     }
@@ -450,4 +475,19 @@ impl Node {
             .filter_map(|l| field(l, "addr"))
             .collect()
     }
+}
+
+/// The number after `key=` in `text`.
+fn number_after(text: &str, key: &str) -> i64 {
+    let at = text
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        + key.len()
+        + 1;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -4,27 +4,6 @@ use std::net::UdpSocket;
 
 use crate::harness::*;
 
-/// The `key=value` numbers of the node's last log line.
-fn final_figure(node: &Node, key: &str) -> i64 {
-    let log = node.log_text();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("Shutdown complete."))
-        .unwrap_or_else(|| panic!("no final line:\n{log}"));
-    let at = line
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + key.len()
-        + 1;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn sigterm_during_a_burst_of_10000_probes_exits_0_with_every_accepted_probe_stored() {
     let mut node = Node::start(&["-j"]);
@@ -44,8 +23,8 @@ fn sigterm_during_a_burst_of_10000_probes_exits_0_with_every_accepted_probe_stor
         "exit status {status:?}\n{}",
         node.log_text()
     );
-    let accepted = final_figure(&node, "events_accepted");
-    let dropped = final_figure(&node, "dropped");
+    let accepted = node.final_figure("events_accepted");
+    let dropped = node.final_figure("dropped");
     assert!(accepted >= 500);
     assert_eq!(dropped, 0);
     let rows = node.count("SELECT count(*) FROM honey");
