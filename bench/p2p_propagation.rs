@@ -153,10 +153,46 @@ async fn main() {
             );
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "mesh not formed: {ready}/{nodes}"
-        );
+        if Instant::now() >= deadline {
+            // What each node sees, to tell a missing connection from a missing graft: each
+            // peer as `node(its mesh size)`, `*` if in this node's mesh, with its score.
+            let mut snaps = Vec::new();
+            for a in &apps {
+                snaps.push(a.p2p.as_ref().expect("p2p").snapshot().await);
+            }
+            let index = |id: &str| {
+                snaps
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.peer_id == id))
+            };
+            let meshed =
+                |s: &sentrypeer::p2p::PeersSnapshot| s.peers.iter().filter(|p| p.in_mesh).count();
+            for (i, s) in snaps.iter().enumerate() {
+                let Some(s) = s else { continue };
+                let peers: Vec<String> = s
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let j = index(&p.peer_id);
+                        let theirs = j.and_then(|j| snaps[j].as_ref()).map(meshed);
+                        format!(
+                            "{}{}({}) {:.1}",
+                            if p.in_mesh { "*" } else { "" },
+                            j.map_or("?".into(), |j| j.to_string()),
+                            theirs.map_or("?".into(), |m| m.to_string()),
+                            p.score.unwrap_or(f64::NAN)
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "node {i}: {} connections, {} in mesh: {}",
+                    s.peers_total,
+                    meshed(s),
+                    peers.join(", ")
+                );
+            }
+            panic!("mesh not formed: {ready}/{nodes}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Let meshes settle, then measure idle traffic for as long as the run will take.

@@ -66,10 +66,20 @@ const PUBLISH_BATCH: usize = 256;
 const SEEN_CAPACITY: usize = 100_000;
 /// Peers this node tries to stay connected to; below it, it asks its peers for more.
 const TARGET_PEERS: usize = 8;
+/// Connections up to which a node whose mesh stays short (the peers it has will not graft it:
+/// their meshes are full) dials more peers. Not a limit on inbound connections.
+const MESH_SEARCH_MAX_PEERS: usize = 3 * TARGET_PEERS;
+/// Gossipsub's lower bound on the mesh: below it, the node is short of mesh peers.
+const MESH_LOW: usize = MESH_DEGREE - 1;
+/// How long the mesh may stay below [`MESH_LOW`] before more peers are dialled: a few
+/// heartbeats, time for gossipsub to graft the peers already connected.
+const MESH_SHORT_GRACE: Duration = Duration::from_secs(5);
 /// Between attempts to reach the bootstrap peers while no peer is connected.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(10);
-/// Between peer-exchange rounds while below [`TARGET_PEERS`].
-const PEER_EXCHANGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Between peer-exchange rounds while short of peers (connections or mesh): the first wait,
+/// doubled after each round while still short, up to the second.
+const PEER_EXCHANGE_MIN_INTERVAL: Duration = Duration::from_secs(2);
+const PEER_EXCHANGE_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// How far before the last moment we were in touch catch-up starts again: covers events in
 /// flight and clocks a little apart.
 const CATCH_UP_OVERLAP: Duration = Duration::from_secs(10 * 60);
@@ -183,6 +193,8 @@ pub async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
         bytes: (bytes_in.clone(), bytes_out.clone()),
         last_redial: now,
         last_exchange: now,
+        exchange_interval: PEER_EXCHANGE_MIN_INTERVAL,
+        mesh_short_since: None,
         warned_alone: false,
     };
 
@@ -538,6 +550,10 @@ struct Node {
     bytes: (Arc<AtomicU64>, Arc<AtomicU64>),
     last_redial: Instant,
     last_exchange: Instant,
+    /// The wait before the next peer-exchange round while short of peers.
+    exchange_interval: Duration,
+    /// Since when the mesh has been below [`MESH_LOW`] with peers connected.
+    mesh_short_since: Option<Instant>,
     /// Whether "cannot reach any peer" was said since the last connection.
     warned_alone: bool,
 }
@@ -1055,8 +1071,12 @@ impl Node {
         let Response::Peers { peers } = response else {
             return;
         };
-        let mut room = TARGET_PEERS.saturating_sub(self.swarm.connected_peers().count());
-        for p in peers.into_iter().take(catchup::MAX_SHARED_PEERS) {
+        let mut room = self.peers_wanted(Instant::now());
+        let mut peers: Vec<PeerAddrs> = peers.into_iter().take(catchup::MAX_SHARED_PEERS).collect();
+        // Every asker gets the same list in the same order: each takes its own random few, so
+        // that not all newcomers dial (and fill the meshes of) the same peers.
+        shuffle(&mut peers);
+        for p in peers {
             if room == 0 {
                 break;
             }
@@ -1225,16 +1245,61 @@ impl Node {
         {
             self.dial_bootstrap().await;
         }
-        if !peers.is_empty()
-            && peers.len() < TARGET_PEERS
-            && now.duration_since(self.last_exchange) >= PEER_EXCHANGE_INTERVAL
-        {
-            self.last_exchange = now;
-            let i = (now.elapsed().subsec_nanos() as usize) % peers.len();
-            if let Some(p) = peers.get(i) {
-                self.ask_for_peers(*p);
-            }
+        self.exchange_peers(&peers, now);
+    }
+
+    /// Peer exchange while short of peers: fewer connections than [`TARGET_PEERS`], or a mesh
+    /// that has stayed below [`MESH_LOW`] (the peers we have will not graft us: their meshes
+    /// are full). One connected peer, chosen at random, is asked each round; rounds start
+    /// [`PEER_EXCHANGE_MIN_INTERVAL`] apart and slow down while the node stays short.
+    fn exchange_peers(&mut self, peers: &[PeerId], now: Instant) {
+        let mesh = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .mesh_peers(&self.topic.hash())
+            .count();
+        if peers.is_empty() || mesh >= MESH_LOW {
+            self.mesh_short_since = None;
+        } else if self.mesh_short_since.is_none() {
+            self.mesh_short_since = Some(now);
         }
+        if peers.is_empty() || self.peers_wanted(now) == 0 {
+            self.exchange_interval = PEER_EXCHANGE_MIN_INTERVAL;
+            return;
+        }
+        if now.duration_since(self.last_exchange) < self.exchange_interval {
+            return;
+        }
+        self.last_exchange = now;
+        self.exchange_interval = (self.exchange_interval * 2).min(PEER_EXCHANGE_MAX_INTERVAL);
+        let peer = peers[random_below(peers.len())];
+        tracing::debug!(%peer, connected = peers.len(), mesh, "Asking a peer for more peers.");
+        self.ask_for_peers(peer);
+    }
+
+    /// How many more peers to dial: up to [`TARGET_PEERS`] connections; beyond that, while the
+    /// mesh has been short for [`MESH_SHORT_GRACE`], enough to fill it (up to
+    /// [`MESH_SEARCH_MAX_PEERS`] connections).
+    fn peers_wanted(&self, now: Instant) -> usize {
+        let connected = self.swarm.connected_peers().count();
+        let for_target = TARGET_PEERS.saturating_sub(connected);
+        let mesh_short = self
+            .mesh_short_since
+            .is_some_and(|t| now.duration_since(t) >= MESH_SHORT_GRACE);
+        if !mesh_short {
+            return for_target;
+        }
+        let mesh = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .mesh_peers(&self.topic.hash())
+            .count();
+        let for_mesh = MESH_DEGREE
+            .saturating_sub(mesh)
+            .min(MESH_SEARCH_MAX_PEERS.saturating_sub(connected));
+        for_target.max(for_mesh)
     }
 
     fn snapshot(&self) -> PeersSnapshot {
@@ -1279,6 +1344,18 @@ impl Node {
             bytes_in: self.bytes.0.load(Ordering::Relaxed),
             bytes_out: self.bytes.1.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A random number below `n` (`n` > 0), from the operating system's randomness.
+fn random_below(n: usize) -> usize {
+    (Uuid::new_v4().as_u128() % n as u128) as usize
+}
+
+/// Fisher-Yates.
+fn shuffle<T>(v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, random_below(i + 1));
     }
 }
 
@@ -1328,6 +1405,17 @@ mod tests {
         let topic = IdentTopic::new(TOPIC);
         score_params(&topic).validate().unwrap();
         PeerScoreThresholds::default().validate().unwrap();
+    }
+
+    #[test]
+    fn shuffle_keeps_every_element_and_random_below_stays_below() {
+        let mut v: Vec<usize> = (0..50).collect();
+        shuffle(&mut v);
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert!((0..1000).all(|_| random_below(3) < 3));
+        assert_eq!(random_below(1), 0);
     }
 
     #[test]
