@@ -952,6 +952,15 @@ impl Node {
         }
     }
 
+    /// Sends an answer; a peer that has gone away meanwhile simply does not get it.
+    fn answer(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .catch_up
+            .send_response(channel, response);
+    }
+
     /// Answers a peer's request: peer exchange at once, catch-up pages from the database on a
     /// blocking thread, both only while the peer is in good standing.
     fn serve(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
@@ -960,30 +969,18 @@ impl Node {
         if !standing.is_served() {
             tracing::debug!(%peer, "Refused a listener's request.");
             let reason = "no events contributed recently: share to receive".to_string();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .catch_up
-                .send_response(channel, Response::Refused { reason });
+            self.answer(channel, Response::Refused { reason });
             return;
         }
         match request {
             Request::Peers => {
                 let peers = self.shareable_peers(&peer);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .catch_up
-                    .send_response(channel, Response::Peers { peers });
+                self.answer(channel, Response::Peers { peers });
             }
             Request::CatchUp { cursor, limit } => {
                 if !self.ledger.record(&peer, now).serve.take(1.0, now) {
                     let reason = "too many catch-up requests; slow down".to_string();
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .catch_up
-                        .send_response(channel, Response::Refused { reason });
+                    self.answer(channel, Response::Refused { reason });
                     return;
                 }
                 let store = self.store.clone();
