@@ -108,7 +108,7 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
     s.received.lock().unwrap().arrivals.push(Instant::now());
     let b = s.behaviour.lock().unwrap().clone();
     if !b.delay.is_zero() {
-        tokio::time::sleep(b.delay).await;
+        tokio::time::sleep(b.delay).await; // the receiver under test is slow on purpose
     }
     let auth = headers
         .get(header::AUTHORIZATION)
