@@ -122,19 +122,20 @@ impl Pipeline {
         for tap in self.taps.iter() {
             // Bounded in bytes as well as in events: a flood of 64 KiB messages must not fill
             // memory where a flood of small probes would not.
-            let queued = tap.stats.queued_bytes.load(Ordering::Relaxed);
+            // Reserve the bytes before the event is visible to the output, so the output's
+            // subtraction can never run ahead of this addition (and wrap the counter).
+            let queued = tap.stats.queued_bytes.fetch_add(size, Ordering::Relaxed);
             if queued + size > tap.stats.capacity_bytes {
+                tap.stats.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            match tap.tx.try_send(event.clone()) {
-                Ok(()) => {
-                    tap.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-                    tap.stats.queued_bytes.fetch_add(size, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            // Counted before the send for the same reason; `depth` saturates meanwhile.
+            tap.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            if tap.tx.try_send(event.clone()).is_err() {
+                tap.stats.enqueued.fetch_sub(1, Ordering::Relaxed);
+                tap.stats.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
