@@ -1250,12 +1250,7 @@ impl Node {
     /// are full). One connected peer, chosen at random, is asked each round; rounds start
     /// [`PEER_EXCHANGE_MIN_INTERVAL`] apart and slow down while the node stays short.
     fn exchange_peers(&mut self, peers: &[PeerId], now: Instant) {
-        let mesh = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .mesh_peers(&self.topic.hash())
-            .count();
+        let mesh = self.mesh_size();
         if peers.is_empty() || mesh >= MESH_LOW {
             self.mesh_short_since = None;
         } else if self.mesh_short_since.is_none() {
@@ -1275,6 +1270,15 @@ impl Node {
         self.ask_for_peers(peer);
     }
 
+    /// Peers in our mesh for the bad-actors topic.
+    fn mesh_size(&self) -> usize {
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .mesh_peers(&self.topic.hash())
+            .count()
+    }
+
     /// How many more peers to dial: up to [`TARGET_PEERS`] connections; beyond that, while the
     /// mesh has been short for [`MESH_SHORT_GRACE`], enough to fill it (up to
     /// [`MESH_SEARCH_MAX_PEERS`] connections).
@@ -1287,12 +1291,7 @@ impl Node {
         if !mesh_short {
             return for_target;
         }
-        let mesh = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .mesh_peers(&self.topic.hash())
-            .count();
+        let mesh = self.mesh_size();
         let for_mesh = MESH_DEGREE
             .saturating_sub(mesh)
             .min(MESH_SEARCH_MAX_PEERS.saturating_sub(connected));
