@@ -182,11 +182,8 @@ fn passive_mode_never_answers() {
 
 #[test]
 fn the_node_id_survives_a_restart() {
-    let node = Node::start(&[]);
+    let mut node = Node::start(&[]);
     let id = node.health()["node_id"].as_str().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(node.db_path(), dir.path().join("sentrypeer.db")).ok();
-    let mut node = node;
     assert!(node.signal("TERM").success());
     let again = Node::start_with(NodeOptions {
         dir: Some(std::mem::replace(
