@@ -110,7 +110,10 @@ pub struct PeerInfo {
     pub score: Option<f64>,
     /// Whether it is in our gossip mesh (it receives what we forward).
     pub in_mesh: bool,
+    /// New valid events it handed us, its own or relayed.
     pub events_received: u64,
+    /// New valid events it wrote (whoever handed them to us): what earns its standing.
+    pub events_authored: u64,
     pub events_sent: u64,
     pub events_rejected: u64,
     pub events_rate_limited: u64,

@@ -810,7 +810,12 @@ impl Node {
                 let uuid = event.uuid;
                 self.seen.insert(uuid);
                 Counters::inc(&self.counters.peer_events_accepted);
-                self.ledger.contributed(&from, 1, now);
+                self.ledger.delivered(&from, 1, now);
+                // Strict validation: a message that got this far is signed by its author.
+                if let Some(author) = message.source {
+                    self.ledger.authored(&author, 1, now);
+                    self.ledger.signs_as(&author, event.node_id);
+                }
                 // Forwarded to our mesh peers other than the one it came from.
                 let hash = self.topic.hash();
                 let mesh: Vec<PeerId> = self
@@ -1166,7 +1171,7 @@ impl Node {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut invalid = 0;
-        let mut fresh = 0;
+        let mut fresh = Vec::new();
         for json in events.iter().take(catchup::MAX_PAGE_EVENTS) {
             match validate::decode(
                 json.as_bytes(),
@@ -1183,14 +1188,14 @@ impl Node {
                 Ok(e) => {
                     self.seen.insert(e.uuid);
                     Counters::inc(&self.counters.peer_events_accepted);
-                    fresh += 1;
+                    fresh.push(e.node_id);
                     self.pipeline.publish(e);
                 }
             }
         }
         self.ledger.record(&peer, now).events_rejected += invalid as u64;
-        self.ledger.contributed(&peer, fresh, now);
-        new += fresh;
+        self.ledger.served_page(&peer, &fresh, now);
+        new += fresh.len() as u64;
         if invalid > MAX_INVALID_PER_PAGE {
             tracing::warn!(%peer, invalid, "Abandoned catch-up: the peer sends invalid events.");
             self.end_catch_up(peer);
@@ -1321,6 +1326,7 @@ impl Node {
                     score: gs.peer_score(p),
                     in_mesh: mesh.contains(p),
                     events_received: r.map_or(0, |r| r.events_received),
+                    events_authored: r.map_or(0, |r| r.events_authored),
                     events_sent: r.map_or(0, |r| r.events_sent),
                     events_rejected: r.map_or(0, |r| r.events_rejected),
                     events_rate_limited: r.map_or(0, |r| r.events_limited),

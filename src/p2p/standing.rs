@@ -2,14 +2,21 @@
 //! keyed by any peer id type, with time passed in, so the rules are unit-tested without a network.
 //!
 //! A peer is served (real-time events and catch-up) while it is trusted, new (inside its grace
-//! period), or has contributed a valid event it was first to bring us within
-//! [`CONTRIBUTION_WINDOW`]. Anyone else is a listener: gossipsub scores it out of the mesh
-//! (through the application score) and catch-up refuses it. A listener that starts contributing
-//! is served again: its messages are still read, because its score stays above the graylist.
+//! period), or has written a valid event new to us within [`CONTRIBUTION_WINDOW`]. Anyone else
+//! is a listener: gossipsub scores it out of the mesh (through the application score) and
+//! catch-up refuses it. A listener that starts contributing is served again: its messages are
+//! still read, because its score stays above the graylist.
+//!
+//! Written, not relayed: every mesh peer forwards what it receives, so a node that records
+//! nothing but relays quickly would otherwise earn its standing with other nodes' data. Real-time
+//! events are credited to their signer, whichever peer handed them over; catch-up events to the
+//! serving peer only when they carry the node id that peer signs its own events with.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
+
+use uuid::Uuid;
 
 /// How recently a peer must have brought us a new valid event to keep being served. Honeypots
 /// on the internet see probes every few minutes; a day covers quiet ones and short outages.
@@ -33,7 +40,7 @@ pub enum Standing {
     Trusted,
     /// Met less than the grace period ago and not yet contributing.
     New,
-    /// Brought us a new valid event within the contribution window.
+    /// Wrote a valid event new to us within the contribution window.
     Contributor,
     /// Past its grace period without contributing: not served.
     Listener,
@@ -169,9 +176,15 @@ impl Limiter {
 #[derive(Debug, Clone)]
 pub struct PeerRecord {
     pub first_seen: Instant,
+    /// When it last wrote an event new to us.
     pub last_contribution: Option<Instant>,
-    /// New valid events it brought us (real-time and catch-up).
+    /// New valid events it handed us, its own or relayed (real-time and catch-up).
     pub events_received: u64,
+    /// New valid events it wrote, whoever handed them to us.
+    pub events_authored: u64,
+    /// The node id its latest signed event carried, by which its own events are recognised in
+    /// the catch-up pages it serves.
+    pub node_id: Option<Uuid>,
     /// Events we offered it (our own published while it was served, forwarded ones, catch-up).
     pub events_sent: u64,
     /// Events from it that failed validation.
@@ -217,6 +230,8 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
                 first_seen: now,
                 last_contribution: None,
                 events_received: 0,
+                events_authored: 0,
+                node_id: None,
                 events_sent: 0,
                 events_rejected: 0,
                 events_limited: 0,
@@ -246,13 +261,40 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         }
     }
 
-    /// Records `n` new valid events brought by `peer`.
-    pub fn contributed(&mut self, peer: &K, n: u64, now: Instant) {
-        let r = self.record(peer, now);
-        r.events_received += n;
+    /// Records `n` new valid events that `peer` handed us, its own or relayed. This earns
+    /// nothing by itself: see [`Ledger::authored`].
+    pub fn delivered(&mut self, peer: &K, n: u64, now: Instant) {
+        self.record(peer, now).events_received += n;
+    }
+
+    /// Records `n` new valid events written by `peer`, which is what earns standing. Only a
+    /// peer already met is credited (standing matters only to direct peers), so authors seen
+    /// through relays take no memory. Returns its record when it was credited.
+    pub fn authored(&mut self, peer: &K, n: u64, now: Instant) -> Option<&mut PeerRecord> {
+        let r = self.peers.get_mut(peer)?;
+        r.events_authored += n;
         if n > 0 {
             r.last_contribution = Some(now);
         }
+        Some(r)
+    }
+
+    /// Notes the node id `peer` signs its events with.
+    pub fn signs_as(&mut self, peer: &K, node_id: Uuid) {
+        if let Some(r) = self.peers.get_mut(peer) {
+            r.node_id = Some(node_id);
+        }
+    }
+
+    /// Records a catch-up page's new events from `peer`: `ids` are their node ids. Those
+    /// carrying the node id `peer` signs with are its own.
+    pub fn served_page(&mut self, peer: &K, ids: &[Uuid], now: Instant) {
+        self.delivered(peer, ids.len() as u64, now);
+        let Some(own_id) = self.peers.get(peer).and_then(|r| r.node_id) else {
+            return;
+        };
+        let own = ids.iter().filter(|id| **id == own_id).count() as u64;
+        self.authored(peer, own, now);
     }
 
     /// What `peer` has earned at `now`.
@@ -305,14 +347,15 @@ mod tests {
     fn a_contributor_is_served_for_the_contribution_window() {
         let t0 = Instant::now();
         let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
-        l.contributed(&"a", 1, t0 + Duration::from_secs(10));
+        l.record(&"a", t0);
+        l.authored(&"a", 1, t0 + Duration::from_secs(10));
         let later = t0 + Duration::from_secs(10) + CONTRIBUTION_WINDOW;
         assert_eq!(l.standing(&"a", later), Standing::Contributor);
         assert_eq!(
             l.standing(&"a", later + Duration::from_secs(1)),
             Standing::Listener
         );
-        assert_eq!(l.get(&"a").unwrap().events_received, 1);
+        assert_eq!(l.get(&"a").unwrap().events_authored, 1);
     }
 
     #[test]
@@ -322,10 +365,50 @@ mod tests {
         l.record(&"a", t0);
         let late = t0 + GRACE * 3;
         assert_eq!(l.standing(&"a", late), Standing::Listener);
-        l.contributed(&"a", 0, late);
+        l.authored(&"a", 0, late);
         assert_eq!(l.standing(&"a", late), Standing::Listener, "nothing new");
-        l.contributed(&"a", 2, late);
+        l.authored(&"a", 2, late);
         assert_eq!(l.standing(&"a", late), Standing::Contributor);
+    }
+
+    #[test]
+    fn relaying_other_nodes_events_earns_nothing() {
+        let t0 = Instant::now();
+        let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
+        l.record(&"relay", t0);
+        l.record(&"writer", t0);
+        let late = t0 + GRACE * 2;
+        // The relay hands us 100 new events written by "writer" (a direct peer) and by a
+        // node we have never met.
+        l.delivered(&"relay", 100, late);
+        l.authored(&"writer", 60, late);
+        assert!(l.authored(&"stranger", 40, late).is_none());
+        assert_eq!(l.standing(&"relay", late), Standing::Listener);
+        assert_eq!(l.get(&"relay").unwrap().events_received, 100);
+        assert_eq!(l.standing(&"writer", late), Standing::Contributor);
+        assert!(
+            l.get(&"stranger").is_none(),
+            "authors never met take no memory"
+        );
+    }
+
+    #[test]
+    fn catch_up_credits_the_server_only_for_events_under_its_own_node_id() {
+        let t0 = Instant::now();
+        let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
+        l.record(&"server", t0);
+        let (own, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let late = t0 + GRACE * 2;
+        // Before its node id is known, nothing it serves is taken as its own.
+        l.served_page(&"server", &[own, other], late);
+        assert_eq!(l.standing(&"server", late), Standing::Listener);
+        l.signs_as(&"server", own);
+        l.served_page(&"server", &[other, other], late);
+        assert_eq!(l.standing(&"server", late), Standing::Listener);
+        l.served_page(&"server", &[other, own], late);
+        assert_eq!(l.standing(&"server", late), Standing::Contributor);
+        let r = l.get(&"server").unwrap();
+        assert_eq!((r.events_received, r.events_authored), (6, 1));
     }
 
     #[test]

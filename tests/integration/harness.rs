@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 /// How long the binary may take to start (a cold CI machine).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a test waits for something to appear in the database or API.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(15);
+/// How long a test waits for something to appear in the database or API, which should take a
+/// second or two. Generous: it costs time only when a test fails, and CI machines are loaded.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Node {
     child: Option<Child>,

@@ -321,12 +321,23 @@ fn a_listener_stops_receiving_after_its_grace_period_while_contributors_keep_rec
                     && v["score"].as_f64().is_some_and(|s| s < -50.0)
             })
         });
-        assert!(ok, "{name} still serves the listener: {}", peers(judge));
+        assert!(
+            ok,
+            "{name} still serves the listener: {}\n{}",
+            peers(judge),
+            judge.log_text()
+        );
     }
     let a_on_b = view_of(&b, &a_id).unwrap();
     assert_eq!(a_on_b["standing"], "contributor", "{a_on_b}");
+    assert_eq!(a_on_b["events_authored"], 1, "{a_on_b}");
     let b_on_a = view_of(&a, &b_id).unwrap();
     assert_eq!(b_on_a["standing"], "contributor", "{b_on_a}");
+    assert_eq!(b_on_a["events_authored"], 1, "{b_on_a}");
+    for judge in [&a, &b] {
+        let v = view_of(judge, &l_id).unwrap();
+        assert_eq!(v["events_authored"], 0, "whatever it relayed: {v}");
+    }
 
     probe(&a, "5554003", 3);
     probe(&b, "5554004", 4);
