@@ -254,15 +254,21 @@ impl RunningApp {
                 p2p: p2p.clone(),
             };
             let router = api::router(state);
+            let api_limits = Arc::new(api::serve::ApiLimits::default());
             for s in sockets.api {
                 let listener = TcpListener::from_std(s).context("registering the API listener")?;
                 bound
                     .api
                     .push(listener.local_addr().context("reading the API address")?);
                 let c = cancel.clone();
-                let router = router.clone();
+                let serve = api::serve::serve(
+                    listener,
+                    router.clone(),
+                    api_limits.clone(),
+                    counters.clone(),
+                    c.clone(),
+                );
                 intake.spawn(async move {
-                    let serve = axum::serve(listener, router).with_graceful_shutdown(c.clone().cancelled_owned());
                     // Graceful, but bounded: a client holding a half-sent request or reading a
                     // list slowly must not keep the node from stopping.
                     let deadline = async {
@@ -270,9 +276,7 @@ impl RunningApp {
                         tokio::time::sleep(API_SHUTDOWN_GRACE).await;
                     };
                     tokio::select! {
-                        r = serve => if let Err(e) = r {
-                            tracing::error!(error = %e, "The API server stopped.");
-                        },
+                        _ = serve => {},
                         _ = deadline => tracing::info!("Closed API connections that outlived the shutdown grace."),
                     }
                 });

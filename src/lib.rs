@@ -12,6 +12,7 @@ pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod conn_limits;
 pub mod event;
 pub mod metrics;
 pub mod output;

@@ -27,6 +27,8 @@ pub struct Counters {
     pub connections_accepted: AtomicU64,
     /// TCP/TLS connections refused by the per-source or total limit.
     pub connections_refused: AtomicU64,
+    /// API connections refused by the per-source or total limit.
+    pub api_connections_refused: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshakes_failed: AtomicU64,
     /// Streams closed for an oversized or unframeable message.
@@ -57,6 +59,10 @@ impl Counters {
             ("replies_rate_limited", get(&self.replies_rate_limited)),
             ("connections_accepted", get(&self.connections_accepted)),
             ("connections_refused", get(&self.connections_refused)),
+            (
+                "api_connections_refused",
+                get(&self.api_connections_refused),
+            ),
             ("tls_handshakes_failed", get(&self.tls_handshakes_failed)),
             ("streams_rejected", get(&self.streams_rejected)),
             ("peer_events_accepted", get(&self.peer_events_accepted)),

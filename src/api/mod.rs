@@ -22,6 +22,8 @@ use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListKind, ReadPool};
 
+pub mod serve;
+
 /// Chunks of a streamed list in flight between the database thread and the socket: bounds the
 /// memory a slow client can pin to a few chunks.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;

@@ -1,21 +1,20 @@
 //! SIP over a byte stream (TCP, or TLS after its handshake): framed by Content-Length, several
 //! messages per connection, CRLF keep-alives tolerated, every resource bounded.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::CaptureContext;
 use super::inspect::Meta;
+use crate::conn_limits::ConnLimits;
 use crate::event::Transport;
 use crate::metrics::Counters;
 use crate::sip::frame::{Frame, Framer};
@@ -23,15 +22,12 @@ use crate::sip::frame::{Frame, Framer};
 /// Limits on connections and their lifetimes.
 #[derive(Debug)]
 pub struct StreamLimits {
-    /// Open connections over all stream listeners; more are closed at once.
-    pub total: Arc<Semaphore>,
-    /// Open connections from one source address.
-    pub per_source: usize,
+    /// Open connections over all stream listeners, and from one source; more are closed at once.
+    pub conns: ConnLimits,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
     /// A TLS handshake must finish within this.
     pub handshake_timeout: Duration,
-    open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Connections open at once, over all stream listeners: enough for scanners, bounded for memory
@@ -54,62 +50,9 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            conns: ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE),
             idle_timeout: IDLE_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-/// The unit a source is counted in: one IPv4 address, or one IPv6 /64 (what one host or
-/// subscriber is usually given), so a single host cannot take every slot with many addresses.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::V6(octets.into())
-        }
-        v4 => v4,
-    }
-}
-
-/// A connection's claim on the limits; released on drop.
-pub struct Slot<'a> {
-    limits: &'a StreamLimits,
-    ip: IpAddr,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl StreamLimits {
-    pub fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
-        let ip = source_key(ip);
-        let permit = self.total.clone().try_acquire_owned().ok()?;
-        let mut open = self.open.lock().ok()?;
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.per_source {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            limits: self,
-            ip,
-            _permit: permit,
-        })
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.limits.open.lock() {
-            if let Some(n) = open.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&self.ip);
-                }
-            }
         }
     }
 }
@@ -159,7 +102,7 @@ pub async fn handle_tcp(
     cx: Arc<CaptureContext>,
     cancel: CancellationToken,
 ) {
-    let Some(_slot) = cx.stream_limits.admit(peer.ip()) else {
+    let Some(_slot) = cx.stream_limits.conns.admit(peer.ip()) else {
         Counters::inc(&cx.counters.connections_refused);
         return;
     };

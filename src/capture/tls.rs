@@ -114,7 +114,7 @@ pub async fn handle(
     cancel: CancellationToken,
     acceptor: TlsAcceptor,
 ) {
-    let Some(_slot) = cx.stream_limits.admit(peer.ip()) else {
+    let Some(_slot) = cx.stream_limits.conns.admit(peer.ip()) else {
         Counters::inc(&cx.counters.connections_refused);
         return;
     };

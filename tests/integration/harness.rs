@@ -315,7 +315,24 @@ impl Response {
 
 /// A minimal HTTP/1.1 client (Connection: close; chunked bodies decoded).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap();
+    http_on(TcpStream::connect(addr).unwrap(), addr, method, path)
+}
+
+/// [`http`] from a chosen local address (for example another loopback address than 127.0.0.1).
+pub fn http_from(local: &str, addr: SocketAddr, method: &str, path: &str) -> Response {
+    let local: SocketAddr = format!("{local}:0").parse().unwrap();
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    s.bind(&local.into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    http_on(s.into(), addr, method, path)
+}
+
+fn http_on(mut s: TcpStream, addr: SocketAddr, method: &str, path: &str) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,

@@ -1,7 +1,7 @@
 //! Hostile input leaves the node running, answering and bounded; nothing but SIP requests is
 //! recorded, and what was rejected is counted.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -238,4 +238,43 @@ fn requests_missing_or_contradicting_headers_are_recorded_but_never_answered() {
             String::from_utf8_lossy(sent)
         );
     }
+}
+
+#[test]
+fn the_api_closes_clients_that_never_finish_a_request_and_caps_what_one_source_holds() {
+    let node = Node::start(&[]);
+    let api = node.api[0];
+    let refused = || {
+        http_from("127.0.0.2", api, "GET", "/health-check").json()["counters"]
+            ["api_connections_refused"]
+            .as_u64()
+            .unwrap()
+    };
+    // Half a request head and then silence, and a connection that sends nothing at all.
+    let mut half = TcpStream::connect(api).unwrap();
+    half.write_all(b"GET /health-check HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let silent = TcpStream::connect(api).unwrap();
+    // One source holding more than its share (256): the surplus is refused and counted, and
+    // another source is still served meanwhile.
+    let held: Vec<TcpStream> = (0..260).map(|_| TcpStream::connect(api).unwrap()).collect();
+    assert!(poll(DEFAULT_WAIT, || refused() >= 6), "{}", refused());
+    let r = http_from("127.0.0.2", api, "GET", "/numbers/100");
+    assert_eq!(r.status, 404);
+
+    // Every one of them is closed once its time to send a request head is up.
+    for mut s in [half, silent].into_iter().chain(held) {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => assert!(
+                !String::from_utf8_lossy(&got).contains(" 200 "),
+                "{}",
+                String::from_utf8_lossy(&got)
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    // And the source is served again.
+    assert_eq!(node.get("/health-check").status, 200);
 }
