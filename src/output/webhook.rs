@@ -212,14 +212,20 @@ fn backoff(failures: u32, max: Duration, unit: f64) -> Duration {
     full.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is ignored: backoff applies), at most an hour.
-fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 10.2.3; a date already past means now),
+/// at most an hour. Anything else is ignored and backoff applies.
+fn parse_retry_after(value: &[u8], now: std::time::SystemTime) -> Option<Duration> {
     let text = std::str::from_utf8(value).ok()?.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() {
         return None;
     }
-    let secs = text.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    let wait = if text.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(text).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// A number in [0, 1) from the operating system's randomness (through a v4 UUID).
@@ -312,7 +318,7 @@ impl Endpoint {
                 let retry_after = resp
                     .headers()
                     .get(RETRY_AFTER)
-                    .and_then(|v| parse_retry_after(v.as_bytes()));
+                    .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
                 let _ = read_prefix(&mut resp, MAX_DRAIN_BYTES).await;
                 Outcome::Retry {
                     error: format!("HTTP {}", status.as_u16()),
@@ -997,19 +1003,36 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_in_seconds_and_capped_at_an_hour() {
-        assert_eq!(parse_retry_after(b"2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(b" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(b"0"), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after(b"86400"), Some(MAX_RETRY_AFTER));
+    fn retry_after_is_read_in_seconds_or_as_a_date_and_capped_at_an_hour() {
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let p = |v: &[u8]| parse_retry_after(v, now);
+        assert_eq!(p(b"2"), Some(Duration::from_secs(2)));
+        assert_eq!(p(b" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(p(b"0"), Some(Duration::ZERO));
+        assert_eq!(p(b"86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p(b"99999999999999999999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(
-            parse_retry_after(b"99999999999999999999999"),
-            Some(MAX_RETRY_AFTER)
+            p(b"Wed, 21 Oct 2015 07:28:30 GMT"),
+            Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after(b"-1"), None);
-        assert_eq!(parse_retry_after(b""), None);
-        assert_eq!(parse_retry_after(b"1.5"), None);
+        // The two obsolete date forms HTTP still allows.
+        assert_eq!(
+            p(b"Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(p(b"Wed Oct 21 07:28:05 2015"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            p(b"Wed, 21 Oct 2015 07:00:00 GMT"),
+            Some(Duration::ZERO),
+            "past"
+        );
+        assert_eq!(p(b"Thu, 22 Oct 2015 07:28:00 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p(b"-1"), None);
+        assert_eq!(p(b""), None);
+        assert_eq!(p(b"1.5"), None);
+        assert_eq!(p(b"tomorrow"), None);
+        assert_eq!(p(&[0xff, 0xfe]), None);
     }
 
     #[test]
