@@ -571,10 +571,17 @@ mod tests {
                 .collect(),
         )
     }
+    /// Resolves as the binary would, with `e` as the whole environment: clap's own reading of
+    /// `SENTRYPEER_*` variables is switched off, so the developer's shell cannot leak in.
     fn resolve(args: &[&str], e: &MapEnv) -> Result<Config, ConfigError> {
+        use clap::{CommandFactory, FromArgMatches};
         let mut argv = vec!["sentrypeer"];
         argv.extend_from_slice(args);
-        Config::resolve(Cli::try_parse_from(argv).unwrap(), e)
+        let matches = Cli::command()
+            .mut_args(|a| a.env(None::<&str>))
+            .try_get_matches_from(argv)
+            .unwrap();
+        Config::resolve(Cli::from_arg_matches(&matches).unwrap(), e)
     }
 
     #[test]
