@@ -554,7 +554,6 @@ fn load_file(given: Option<&Path>, env: &dyn Env) -> Result<FileConfig, ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use std::collections::HashMap;
 
     struct MapEnv(HashMap<String, String>);
