@@ -32,16 +32,18 @@ fn main() -> ExitCode {
         Err(e) => return fail(1, &e),
     };
     runtime.block_on(async {
-        let app = match RunningApp::start(config).await {
-            Ok(app) => app,
-            Err(StartError::Config(e)) => return fail(2, &e),
-            Err(StartError::Other(e)) => return fail(1, &format!("{e:#}")),
-        };
+        // Before anything starts: a signal that arrives during startup, or the instant "Ready."
+        // is logged, must stop the node in order, not kill it with the default action.
         let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
             return fail(1, &"cannot install signal handlers");
+        };
+        let app = match RunningApp::start(config).await {
+            Ok(app) => app,
+            Err(StartError::Config(e)) => return fail(2, &e),
+            Err(StartError::Other(e)) => return fail(1, &format!("{e:#}")),
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!(
