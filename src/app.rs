@@ -252,6 +252,7 @@ impl RunningApp {
                 started,
                 webhook: webhook_stats,
                 p2p: p2p.clone(),
+                list_streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_LIST_STREAMS)),
             };
             let router = api::router(state);
             let api_limits = Arc::new(api::serve::ApiLimits::default());
@@ -260,26 +261,16 @@ impl RunningApp {
                 bound
                     .api
                     .push(listener.local_addr().context("reading the API address")?);
-                let c = cancel.clone();
-                let serve = api::serve::serve(
+                // Graceful, but bounded: a client holding a half-sent request or reading a list
+                // slowly must not keep the node from stopping.
+                intake.spawn(api::serve::serve(
                     listener,
                     router.clone(),
                     api_limits.clone(),
                     counters.clone(),
-                    c.clone(),
-                );
-                intake.spawn(async move {
-                    // Graceful, but bounded: a client holding a half-sent request or reading a
-                    // list slowly must not keep the node from stopping.
-                    let deadline = async {
-                        c.cancelled().await;
-                        tokio::time::sleep(API_SHUTDOWN_GRACE).await;
-                    };
-                    tokio::select! {
-                        _ = serve => {},
-                        _ = deadline => tracing::info!("Closed API connections that outlived the shutdown grace."),
-                    }
-                });
+                    cancel.clone(),
+                    API_SHUTDOWN_GRACE,
+                ));
             }
         }
         intake.close();
@@ -312,13 +303,21 @@ impl RunningApp {
         self.cancel.cancel();
         self.intake.wait().await;
         tracing::info!("Intake stopped; draining outputs.");
+        // On a thread of its own, not the blocking pool: that pool may be busy with a client's
+        // list, and joining must not queue behind it.
         let outputs = self.outputs;
-        let _ = tokio::task::spawn_blocking(move || {
-            for o in outputs {
-                let _ = o.join();
-            }
-        })
-        .await;
+        let (joined, all_joined) = tokio::sync::oneshot::channel();
+        let joiner = std::thread::Builder::new()
+            .name("join-outputs".into())
+            .spawn(move || {
+                for o in outputs {
+                    let _ = o.join();
+                }
+                let _ = joined.send(());
+            });
+        if joiner.is_ok() {
+            let _ = all_joined.await;
+        }
         if let Some(task) = self.webhook {
             let abort = task.abort_handle();
             if tokio::time::timeout(WEBHOOK_STOP_TIMEOUT, task)

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         };
     }
     init_logging(config.debug);
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +57,26 @@ fn main() -> ExitCode {
             _ = int.recv() => std::process::exit(130),
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard one: the connection limits (1,024 SIP streams
+/// and 1,024 API connections) assume more than the common soft default of 1,024 descriptors.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let now = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if now < 4096 {
+        tracing::warn!(
+            limit = now,
+            "The open-files limit is low for 1,024 SIP and 1,024 API connections; raise it (ulimit -n, LimitNOFILE=)."
+        );
+    }
 }
 
 fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {

@@ -27,6 +27,10 @@ pub mod serve;
 /// Chunks of a streamed list in flight between the database thread and the socket: bounds the
 /// memory a slow client can pin to a few chunks.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+/// Full lists streamed at once. Each holds a database thread while its client reads, so slow
+/// readers must not take every blocking thread the node has (shutdown and the outputs need
+/// them); beyond this, `503` with `Retry-After`.
+pub const MAX_LIST_STREAMS: usize = 16;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -40,6 +44,8 @@ pub struct ApiState {
     pub webhook: Option<Arc<WebhookStats>>,
     /// The peer network, when `-p` is on.
     pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
+    /// Permits for full-list streams ([`MAX_LIST_STREAMS`]).
+    pub list_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -47,6 +53,8 @@ pub struct ApiState {
 pub enum ApiError {
     BadRequest,
     NotFound,
+    /// Too many lists are being streamed; the client may try again shortly.
+    Busy,
     Internal(String),
 }
 
@@ -61,6 +69,15 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 &json!({"error": "The requested resource could not be found."}),
             ),
+            ApiError::Busy => {
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": "Too many lists being sent; try again shortly."}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             ApiError::Internal(e) => {
                 tracing::warn!(error = %e, "API request failed.");
                 json_response(
@@ -339,8 +356,15 @@ async fn numbers(State(s): State<ApiState>) -> Result<Response, ApiError> {
 
 /// Streams a full list: the database thread produces chunks, the response sends them as they come.
 async fn stream_list(s: ApiState, kind: ListKind) -> Result<Response, ApiError> {
+    let permit = s
+        .list_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
+        // Held until the list is written or its client has gone.
+        let _permit = permit;
         let result = s.store.write_list(kind, |chunk| {
             tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
         });

@@ -54,16 +54,18 @@ impl Default for ApiLimits {
     }
 }
 
-/// Serves `router` on `listener` until `cancel`, then lets open connections finish their
-/// current response and returns when they have all closed (the caller bounds that wait).
+/// Serves `router` on `listener` until `cancel`; then stops listening, lets open connections
+/// finish their current response for up to `grace`, closes whatever is left and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Arc<ApiLimits>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    grace: Duration,
 ) {
     let conns = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -86,10 +88,17 @@ pub async fn serve(
             limits.clone(),
             counters.clone(),
             cancel.clone(),
+            hard_stop.clone(),
         ));
     }
+    // New connections are refused from now on, not left waiting in the backlog.
+    drop(listener);
     conns.close();
-    conns.wait().await;
+    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+        hard_stop.cancel();
+        conns.wait().await;
+        tracing::info!("Closed API connections that outlived the shutdown grace.");
+    }
 }
 
 async fn serve_conn(
@@ -99,6 +108,7 @@ async fn serve_conn(
     limits: Arc<ApiLimits>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    hard_stop: CancellationToken,
 ) {
     let Some(_slot) = limits.conns.admit(peer) else {
         Counters::inc(&counters.api_connections_refused);
@@ -114,9 +124,12 @@ async fn serve_conn(
     let r = tokio::select! {
         r = conn.as_mut() => r,
         _ = cancel.cancelled() => {
-            // Finish the response in flight, take no new request.
+            // Finish the response in flight, take no new request; dropped at the hard stop.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = hard_stop.cancelled() => return,
+            }
         }
     };
     if let Err(e) = r {

@@ -801,9 +801,10 @@ impl State {
                     stats
                         .consecutive_failures
                         .store(self.failures.into(), Ordering::Relaxed);
-                    let pause = retry_after.unwrap_or_else(|| {
-                        backoff(self.failures, self.d.max_backoff, random_unit())
-                    });
+                    // Retry-After is a floor, not a licence to hammer: "0", or a date already past
+                    // by the endpoint's slow clock, still backs off.
+                    let backed_off = backoff(self.failures, self.d.max_backoff, random_unit());
+                    let pause = retry_after.map_or(backed_off, |asked| asked.max(backed_off));
                     self.paused_until = Some(now + pause);
                     if self.failures == 1 {
                         tracing::warn!(%error, pause_ms = pause.as_millis() as u64, "WebHook delivery failed; retrying with backoff.");

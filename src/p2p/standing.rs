@@ -8,9 +8,11 @@
 //! still read, because its score stays above the graylist.
 //!
 //! Written, not relayed: every mesh peer forwards what it receives, so a node that records
-//! nothing but relays quickly would otherwise earn its standing with other nodes' data. Real-time
-//! events are credited to their signer, whichever peer handed them over; catch-up events to the
-//! serving peer only when they carry the node id that peer signs its own events with.
+//! nothing but relays quickly would otherwise earn its standing with other nodes' data. An event
+//! is credited to the peer that owns its node id: the first signer seen with that node id owns
+//! it, and a signer owns one node id only, so a peer that re-signs other nodes' events is
+//! credited with none of them. Real-time and caught-up events alike go to their owner, whichever
+//! peer handed them over.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -182,9 +184,6 @@ pub struct PeerRecord {
     pub events_received: u64,
     /// New valid events it wrote, whoever handed them to us.
     pub events_authored: u64,
-    /// The node id its latest signed event carried, by which its own events are recognised in
-    /// the catch-up pages it serves.
-    pub node_id: Option<Uuid>,
     /// Events we offered it (our own published while it was served, forwarded ones, catch-up).
     pub events_sent: u64,
     /// Events from it that failed validation.
@@ -202,6 +201,9 @@ pub struct PeerRecord {
 #[derive(Debug)]
 pub struct Ledger<K> {
     peers: HashMap<K, PeerRecord>,
+    /// Node id → the signer that owns it, and back (see the module's notes).
+    owners: HashMap<Uuid, K>,
+    owned: HashMap<K, Uuid>,
     trusted: Vec<K>,
     grace: Duration,
 }
@@ -209,11 +211,15 @@ pub struct Ledger<K> {
 /// Peers remembered at most; the oldest disconnected ones are forgotten beyond this, so that
 /// a stream of throwaway identities cannot grow memory without bound.
 pub const MAX_REMEMBERED_PEERS: usize = 10_000;
+/// Node ids whose owner is remembered; beyond this, events of new node ids earn no one credit.
+pub const MAX_OWNED_NODE_IDS: usize = 100_000;
 
 impl<K: Hash + Eq + Clone> Ledger<K> {
     pub fn new(trusted: Vec<K>, grace: Duration) -> Self {
         Self {
             peers: HashMap::new(),
+            owners: HashMap::new(),
+            owned: HashMap::new(),
             trusted,
             grace,
         }
@@ -231,7 +237,6 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
                 last_contribution: None,
                 events_received: 0,
                 events_authored: 0,
-                node_id: None,
                 events_sent: 0,
                 events_rejected: 0,
                 events_limited: 0,
@@ -279,22 +284,38 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         Some(r)
     }
 
-    /// Notes the node id `peer` signs its events with.
-    pub fn signs_as(&mut self, peer: &K, node_id: Uuid) {
-        if let Some(r) = self.peers.get_mut(peer) {
-            r.node_id = Some(node_id);
+    /// Learns that `signer` signed an event carrying `node_id`; says whether `signer` owns that
+    /// node id, that is, wrote the event. The first signer seen with a node id owns it, and a
+    /// signer owns one node id only.
+    pub fn signed(&mut self, signer: &K, node_id: Uuid) -> bool {
+        if let Some(owner) = self.owners.get(&node_id) {
+            return owner == signer;
         }
+        if self.owned.contains_key(signer)
+            || self.owners.len() >= MAX_OWNED_NODE_IDS
+            || self.owned.len() >= MAX_OWNED_NODE_IDS
+        {
+            return false;
+        }
+        self.owners.insert(node_id, signer.clone());
+        self.owned.insert(signer.clone(), node_id);
+        true
     }
 
-    /// Records a catch-up page's new events from `peer`: `ids` are their node ids. Those
-    /// carrying the node id `peer` signs with are its own.
+    /// The owner of `node_id`, if one is known.
+    pub fn owner_of(&self, node_id: &Uuid) -> Option<&K> {
+        self.owners.get(node_id)
+    }
+
+    /// Records a catch-up page's new events served by `peer`; `ids` are their node ids. Each is
+    /// credited to its node id's owner, when that is a peer we have met.
     pub fn served_page(&mut self, peer: &K, ids: &[Uuid], now: Instant) {
         self.delivered(peer, ids.len() as u64, now);
-        let Some(own_id) = self.peers.get(peer).and_then(|r| r.node_id) else {
-            return;
-        };
-        let own = ids.iter().filter(|id| **id == own_id).count() as u64;
-        self.authored(peer, own, now);
+        for id in ids {
+            if let Some(owner) = self.owners.get(id).cloned() {
+                self.authored(&owner, 1, now);
+            }
+        }
     }
 
     /// What `peer` has earned at `now`.
@@ -393,22 +414,44 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_credits_the_server_only_for_events_under_its_own_node_id() {
+    fn caught_up_events_are_credited_to_the_owner_of_their_node_id() {
         let t0 = Instant::now();
         let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
         l.record(&"server", t0);
-        let (own, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        l.record(&"writer", t0);
+        let (server_id, writer_id, unknown) =
+            (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let late = t0 + GRACE * 2;
-        // Before its node id is known, nothing it serves is taken as its own.
-        l.served_page(&"server", &[own, other], late);
+        // Before anyone's node id is known, nothing served earns anything.
+        l.served_page(&"server", &[server_id, writer_id], late);
         assert_eq!(l.standing(&"server", late), Standing::Listener);
-        l.signs_as(&"server", own);
-        l.served_page(&"server", &[other, other], late);
-        assert_eq!(l.standing(&"server", late), Standing::Listener);
-        l.served_page(&"server", &[other, own], late);
+        assert!(l.signed(&"server", server_id) && l.signed(&"writer", writer_id));
+        l.served_page(&"server", &[writer_id, unknown], late);
+        assert_eq!(
+            l.standing(&"server", late),
+            Standing::Listener,
+            "not its own"
+        );
+        assert_eq!(l.standing(&"writer", late), Standing::Contributor);
+        l.served_page(&"server", &[server_id], late);
         assert_eq!(l.standing(&"server", late), Standing::Contributor);
         let r = l.get(&"server").unwrap();
-        assert_eq!((r.events_received, r.events_authored), (6, 1));
+        assert_eq!((r.events_received, r.events_authored), (5, 1));
+    }
+
+    #[test]
+    fn a_signer_owns_one_node_id_and_a_node_id_one_signer() {
+        let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
+        let (h, m) = (Uuid::from_u128(10), Uuid::from_u128(20));
+        assert!(l.signed(&"honest", h));
+        assert!(l.signed(&"honest", h), "again");
+        // A thief re-signing the honest node's events owns nothing by it...
+        assert!(!l.signed(&"thief", h));
+        // ...and one that re-signed first cannot then sign under its own id as well.
+        assert!(l.signed(&"thief2", m));
+        assert!(!l.signed(&"thief2", Uuid::from_u128(30)));
+        assert_eq!(l.owner_of(&h), Some(&"honest"));
+        assert_eq!(l.owner_of(&Uuid::from_u128(30)), None);
     }
 
     #[test]

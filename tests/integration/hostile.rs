@@ -251,6 +251,7 @@ fn the_api_closes_clients_that_never_finish_a_request_and_caps_what_one_source_h
             .unwrap()
     };
     // Half a request head and then silence, and a connection that sends nothing at all.
+    let opened = std::time::Instant::now();
     let mut half = TcpStream::connect(api).unwrap();
     half.write_all(b"GET /health-check HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
@@ -275,6 +276,12 @@ fn the_api_closes_clients_that_never_finish_a_request_and_caps_what_one_source_h
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
     }
+    // At the node's 15 s, not at once and not at hyper's default of 30 s.
+    let took = opened.elapsed();
+    assert!(
+        took > Duration::from_secs(12) && took < Duration::from_secs(27),
+        "{took:?}"
+    );
     // And the source is served again.
     assert_eq!(node.get("/health-check").status, 200);
 }
