@@ -175,3 +175,60 @@ fn metrics_are_prometheus_text() {
         "{text}"
     );
 }
+
+#[test]
+fn list_readers_beyond_sixteen_get_503_while_lookups_and_shutdown_are_unaffected() {
+    use std::io::Write;
+    let mut node = Node::start(&[]);
+    // 300,000 numbers: a list of about 25 MB, far more than socket buffers hold.
+    let db = rusqlite::Connection::open(node.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+             INSERT INTO sentrypeer_numbers
+             SELECT printf('9%09d', i), '2026-11-23 10:00:00.000000000', 1 FROM n",
+    )
+    .unwrap();
+    drop(db);
+    // Sixteen clients ask for the list and read none of it (with small receive buffers, which
+    // loopback would otherwise grow to hold the whole list).
+    let api = node.api[0];
+    let stalled: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(16 * 1024).unwrap();
+            s.connect(&api.into()).unwrap();
+            let mut s: std::net::TcpStream = s.into();
+            write!(s, "GET /numbers HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Each has begun its answer (and holds its stream)...
+    for s in &stalled {
+        let mut head = [0u8; 12];
+        let mut r: &std::net::TcpStream = s;
+        std::io::Read::read_exact(&mut r, &mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    // ...so the next is told to come back.
+    let r = node.get("/numbers");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json()["error"],
+        "Too many lists being sent; try again shortly."
+    );
+    // Lookups do not queue behind the lists.
+    assert_eq!(node.get("/numbers/9000000042").status, 200);
+    assert_eq!(node.get("/health-check").status, 200);
+    // Nor does shutdown: the stalled readers are closed after the grace.
+    assert!(node.signal("TERM").success(), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .contains("Closed API connections that outlived the shutdown grace."),
+        "{}",
+        node.log_text()
+    );
+    drop(stalled);
+}
