@@ -3,7 +3,8 @@
 # machine so that load affects both alike: bench/api_compare.sh OLD_BINARY NEW_BINARY [ROUNDS]
 # Each run: a fresh node on loopback, wrk -t1 -c8 -d8s against /numbers/{n}. Needs wrk.
 set -euo pipefail
-old=$1 new=$2 rounds=${3:-3}
+old=$(realpath "$1") new=$(realpath "$2") rounds=${3:-3}
+trap 'jobs -p | xargs -r kill 2>/dev/null' EXIT
 run() {
   local bin=$1 dir pid api
   dir=$(mktemp -d)

@@ -252,7 +252,10 @@ impl RunningApp {
                 started,
                 webhook: webhook_stats,
                 p2p: p2p.clone(),
-                list_streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_LIST_STREAMS)),
+                list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
+                    api::MAX_LIST_STREAMS,
+                    api::MAX_LIST_STREAMS_PER_SOURCE,
+                )),
             };
             let router = api::router(state);
             let api_limits = Arc::new(api::serve::ApiLimits::default());
@@ -305,18 +308,28 @@ impl RunningApp {
         tracing::info!("Intake stopped; draining outputs.");
         // On a thread of its own, not the blocking pool: that pool may be busy with a client's
         // list, and joining must not queue behind it.
-        let outputs = self.outputs;
+        let outputs = Arc::new(std::sync::Mutex::new(self.outputs));
+        let join_all = move || {
+            let taken = std::mem::take(&mut *outputs.lock().unwrap_or_else(|e| e.into_inner()));
+            for o in taken {
+                let _ = o.join();
+            }
+        };
         let (joined, all_joined) = tokio::sync::oneshot::channel();
-        let joiner = std::thread::Builder::new()
+        let on_thread = join_all.clone();
+        let spawned = std::thread::Builder::new()
             .name("join-outputs".into())
             .spawn(move || {
-                for o in outputs {
-                    let _ = o.join();
-                }
+                on_thread();
                 let _ = joined.send(());
             });
-        if joiner.is_ok() {
+        if spawned.is_ok() {
             let _ = all_joined.await;
+        } else {
+            tracing::warn!(
+                "Cannot start a thread to join the outputs; joining on the blocking pool."
+            );
+            let _ = tokio::task::spawn_blocking(join_all).await;
         }
         if let Some(task) = self.webhook {
             let abort = task.abort_handle();

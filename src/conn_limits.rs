@@ -28,10 +28,10 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A connection's claim on the limits; released on drop.
+/// A claim on the limits; released on drop.
 #[derive(Debug)]
-pub struct Slot<'a> {
-    limits: &'a ConnLimits,
+pub struct Slot {
+    limits: Arc<ConnLimits>,
     ip: IpAddr,
     _permit: OwnedSemaphorePermit,
 }
@@ -45,8 +45,8 @@ impl ConnLimits {
         }
     }
 
-    /// A slot for a connection from `ip`, or `None` when its source or everyone is at the limit.
-    pub fn admit(&self, ip: IpAddr) -> Option<Slot<'_>> {
+    /// A slot for `ip`, or `None` when its source or everyone is at the limit.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let ip = source_key(ip);
         let permit = self.total.clone().try_acquire_owned().ok()?;
         let mut open = self.open.lock().ok()?;
@@ -56,14 +56,14 @@ impl ConnLimits {
         }
         *n += 1;
         Some(Slot {
-            limits: self,
+            limits: self.clone(),
             ip,
             _permit: permit,
         })
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(mut open) = self.limits.open.lock() {
             if let Some(n) = open.get_mut(&self.ip) {
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_source_is_limited_and_its_slots_come_back_on_drop() {
-        let l = ConnLimits::new(10, 2);
+        let l = Arc::new(ConnLimits::new(10, 2));
         let a = l.admit(ip("192.0.2.1")).unwrap();
         let _b = l.admit(ip("192.0.2.1")).unwrap();
         assert!(l.admit(ip("192.0.2.1")).is_none());
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn the_total_holds_over_all_sources() {
-        let l = ConnLimits::new(3, 2);
+        let l = Arc::new(ConnLimits::new(3, 2));
         let held: Vec<_> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
             .iter()
             .map(|s| l.admit(ip(s)).unwrap())
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_host_counts_per_64_and_a_mapped_ipv4_as_itself() {
-        let l = ConnLimits::new(10, 1);
+        let l = Arc::new(ConnLimits::new(10, 1));
         let _a = l.admit(ip("2001:db8:1:2::1")).unwrap();
         assert!(l.admit(ip("2001:db8:1:2:ffff::9")).is_none(), "same /64");
         assert!(l.admit(ip("2001:db8:1:3::1")).is_some(), "next /64");

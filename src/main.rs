@@ -59,15 +59,17 @@ fn main() -> ExitCode {
     })
 }
 
-/// Raises the soft limit on open files to the hard one: the connection limits (1,024 SIP streams
-/// and 1,024 API connections) assume more than the common soft default of 1,024 descriptors.
+/// Raises the soft limit on open files (to 65,536, within the hard limit): the connection limits
+/// (1,024 SIP streams and 1,024 API connections) need more than the common default of 1,024.
 fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let now = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
+    // Enough for every limit with room to spare, and no more (the hard limit may be huge).
+    let wanted = hard.min(65_536);
+    let now = if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        wanted
     } else {
         soft
     };

@@ -27,10 +27,11 @@ pub mod serve;
 /// Chunks of a streamed list in flight between the database thread and the socket: bounds the
 /// memory a slow client can pin to a few chunks.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
-/// Full lists streamed at once. Each holds a database thread while its client reads, so slow
-/// readers must not take every blocking thread the node has (shutdown and the outputs need
-/// them); beyond this, `503` with `Retry-After`.
+/// Full lists streamed at once, and to one source (an IPv6 source per /64). Each holds a
+/// database thread while its client reads, so slow readers must not take every blocking thread
+/// the node has, nor one client every stream; beyond this, `503` with `Retry-After`.
 pub const MAX_LIST_STREAMS: usize = 16;
+pub const MAX_LIST_STREAMS_PER_SOURCE: usize = 4;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -44,8 +45,8 @@ pub struct ApiState {
     pub webhook: Option<Arc<WebhookStats>>,
     /// The peer network, when `-p` is on.
     pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
-    /// Permits for full-list streams ([`MAX_LIST_STREAMS`]).
-    pub list_streams: Arc<tokio::sync::Semaphore>,
+    /// Slots for full-list streams ([`MAX_LIST_STREAMS`], [`MAX_LIST_STREAMS_PER_SOURCE`]).
+    pub list_streams: Arc<crate::conn_limits::ConnLimits>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -346,21 +347,25 @@ fn is_number(s: &str) -> bool {
     !digits.is_empty() && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-async fn ip_addresses(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    stream_list(s, ListKind::IpAddresses).await
+/// Where a request came from; unknown (a router driven without the server) counts as one
+/// source.
+type Client = Option<axum::Extension<serve::ClientAddr>>;
+
+fn client_ip(c: Client) -> IpAddr {
+    c.map_or(IpAddr::from([0, 0, 0, 0]), |axum::Extension(a)| a.0)
 }
 
-async fn numbers(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    stream_list(s, ListKind::Numbers).await
+async fn ip_addresses(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
+    stream_list(s, ListKind::IpAddresses, client_ip(c)).await
+}
+
+async fn numbers(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
+    stream_list(s, ListKind::Numbers, client_ip(c)).await
 }
 
 /// Streams a full list: the database thread produces chunks, the response sends them as they come.
-async fn stream_list(s: ApiState, kind: ListKind) -> Result<Response, ApiError> {
-    let permit = s
-        .list_streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy)?;
+async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Response, ApiError> {
+    let permit = s.list_streams.admit(client).ok_or(ApiError::Busy)?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         // Held until the list is written or its client has gone.

@@ -14,12 +14,12 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::conn_limits::ConnLimits;
 use crate::metrics::Counters;
@@ -29,17 +29,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time a response may wait for the client to take any of it.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// API connections open at once, and from one source: a PBX dipping in on every call keeps a
-/// few dozen; one host holding half a thousand is not a PBX.
+/// few dozen at most; it takes sixteen sources (or /64s) to fill the API.
 const MAX_CONNECTIONS: usize = 1024;
-const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// A request head larger than this is refused (431); the API's requests are a line or two.
 /// (hyper's smallest allowed buffer is 8 KiB.)
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// The limits every API listener shares.
 #[derive(Debug)]
 pub struct ApiLimits {
-    conns: ConnLimits,
+    conns: Arc<ConnLimits>,
     header_read_timeout: Duration,
     write_stall_timeout: Duration,
 }
@@ -47,7 +51,7 @@ pub struct ApiLimits {
 impl Default for ApiLimits {
     fn default() -> Self {
         Self {
-            conns: ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE),
+            conns: Arc::new(ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE)),
             header_read_timeout: HEADER_READ_TIMEOUT,
             write_stall_timeout: WRITE_STALL_TIMEOUT,
         }
@@ -115,11 +119,16 @@ async fn serve_conn(
         return;
     };
     let io = TokioIo::new(WriteStall::new(stream, limits.write_stall_timeout));
+    // Each request learns where it came from (for per-source limits in the handlers).
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        router.clone().oneshot(req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(io, TowerToHyperService::new(router));
+        .serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let r = tokio::select! {
         r = conn.as_mut() => r,

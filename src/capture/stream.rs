@@ -23,7 +23,7 @@ use crate::sip::frame::{Frame, Framer};
 #[derive(Debug)]
 pub struct StreamLimits {
     /// Open connections over all stream listeners, and from one source; more are closed at once.
-    pub conns: ConnLimits,
+    pub conns: Arc<ConnLimits>,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
     /// A TLS handshake must finish within this.
@@ -50,7 +50,7 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            conns: ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE),
+            conns: Arc::new(ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE)),
             idle_timeout: IDLE_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         }

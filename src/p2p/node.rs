@@ -811,12 +811,10 @@ impl Node {
                 self.seen.insert(uuid);
                 Counters::inc(&self.counters.peer_events_accepted);
                 self.ledger.delivered(&from, 1, now);
-                // Strict validation: a message that got this far is signed. Its signer wrote it
-                // if it owns the event's node id.
+                // Strict validation: a message that got this far is signed, by its writer.
                 if let Some(signer) = message.source {
-                    if self.ledger.signed(&signer, event.node_id) {
-                        self.ledger.authored(&signer, 1, now);
-                    }
+                    self.ledger.signs_as(&signer, event.node_id);
+                    self.ledger.authored(&signer, 1, now);
                 }
                 // Forwarded to our mesh peers other than the one it came from.
                 let hash = self.topic.hash();

@@ -8,11 +8,12 @@
 //! still read, because its score stays above the graylist.
 //!
 //! Written, not relayed: every mesh peer forwards what it receives, so a node that records
-//! nothing but relays quickly would otherwise earn its standing with other nodes' data. An event
-//! is credited to the peer that owns its node id: the first signer seen with that node id owns
-//! it, and a signer owns one node id only, so a peer that re-signs other nodes' events is
-//! credited with none of them. Real-time and caught-up events alike go to their owner, whichever
-//! peer handed them over.
+//! nothing but relays quickly would otherwise earn its standing with other nodes' data. A
+//! real-time event is credited to its signer (gossipsub's strict signing), whichever peer handed
+//! it over. A caught-up event is not signed by its writer, so it is credited to the peers whose
+//! own signed events carry its node id. Nobody's claim can take credit away from another peer.
+//! A modified node can always make up events that no one can tell from real probes; what this
+//! stops is a stock node that records nothing keeping its standing by relaying.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -184,6 +185,9 @@ pub struct PeerRecord {
     pub events_received: u64,
     /// New valid events it wrote, whoever handed them to us.
     pub events_authored: u64,
+    /// The node id its latest signed event carried, by which its events are recognised in
+    /// catch-up pages.
+    pub node_id: Option<Uuid>,
     /// Events we offered it (our own published while it was served, forwarded ones, catch-up).
     pub events_sent: u64,
     /// Events from it that failed validation.
@@ -201,9 +205,6 @@ pub struct PeerRecord {
 #[derive(Debug)]
 pub struct Ledger<K> {
     peers: HashMap<K, PeerRecord>,
-    /// Node id → the signer that owns it, and back (see the module's notes).
-    owners: HashMap<Uuid, K>,
-    owned: HashMap<K, Uuid>,
     trusted: Vec<K>,
     grace: Duration,
 }
@@ -211,15 +212,11 @@ pub struct Ledger<K> {
 /// Peers remembered at most; the oldest disconnected ones are forgotten beyond this, so that
 /// a stream of throwaway identities cannot grow memory without bound.
 pub const MAX_REMEMBERED_PEERS: usize = 10_000;
-/// Node ids whose owner is remembered; beyond this, events of new node ids earn no one credit.
-pub const MAX_OWNED_NODE_IDS: usize = 100_000;
 
 impl<K: Hash + Eq + Clone> Ledger<K> {
     pub fn new(trusted: Vec<K>, grace: Duration) -> Self {
         Self {
             peers: HashMap::new(),
-            owners: HashMap::new(),
-            owned: HashMap::new(),
             trusted,
             grace,
         }
@@ -237,6 +234,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
                 last_contribution: None,
                 events_received: 0,
                 events_authored: 0,
+                node_id: None,
                 events_sent: 0,
                 events_rejected: 0,
                 events_limited: 0,
@@ -284,37 +282,28 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         Some(r)
     }
 
-    /// Learns that `signer` signed an event carrying `node_id`; says whether `signer` owns that
-    /// node id, that is, wrote the event. The first signer seen with a node id owns it, and a
-    /// signer owns one node id only.
-    pub fn signed(&mut self, signer: &K, node_id: Uuid) -> bool {
-        if let Some(owner) = self.owners.get(&node_id) {
-            return owner == signer;
+    /// Notes the node id `peer`'s own signed event carried (the latest wins; peers not met
+    /// are not remembered).
+    pub fn signs_as(&mut self, peer: &K, node_id: Uuid) {
+        if let Some(r) = self.peers.get_mut(peer) {
+            r.node_id = Some(node_id);
         }
-        if self.owned.contains_key(signer)
-            || self.owners.len() >= MAX_OWNED_NODE_IDS
-            || self.owned.len() >= MAX_OWNED_NODE_IDS
-        {
-            return false;
-        }
-        self.owners.insert(node_id, signer.clone());
-        self.owned.insert(signer.clone(), node_id);
-        true
     }
 
-    /// The owner of `node_id`, if one is known.
-    pub fn owner_of(&self, node_id: &Uuid) -> Option<&K> {
-        self.owners.get(node_id)
-    }
-
-    /// Records a catch-up page's new events served by `peer`; `ids` are their node ids. Each is
-    /// credited to its node id's owner, when that is a peer we have met.
+    /// Records a catch-up page's new events served by `peer`; `ids` are their node ids. Each
+    /// is credited to the peers whose signed events carry that node id.
     pub fn served_page(&mut self, peer: &K, ids: &[Uuid], now: Instant) {
         self.delivered(peer, ids.len() as u64, now);
+        let mut written: HashMap<Uuid, u64> = HashMap::new();
         for id in ids {
-            if let Some(owner) = self.owners.get(id).cloned() {
-                self.authored(&owner, 1, now);
-            }
+            *written.entry(*id).or_default() += 1;
+        }
+        for r in self.peers.values_mut() {
+            let Some(n) = r.node_id.and_then(|id| written.get(&id)) else {
+                continue;
+            };
+            r.events_authored += n;
+            r.last_contribution = Some(now);
         }
     }
 
@@ -414,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn caught_up_events_are_credited_to_the_owner_of_their_node_id() {
+    fn caught_up_events_are_credited_to_the_peers_that_sign_with_their_node_id() {
         let t0 = Instant::now();
         let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
         l.record(&"server", t0);
@@ -425,33 +414,50 @@ mod tests {
         // Before anyone's node id is known, nothing served earns anything.
         l.served_page(&"server", &[server_id, writer_id], late);
         assert_eq!(l.standing(&"server", late), Standing::Listener);
-        assert!(l.signed(&"server", server_id) && l.signed(&"writer", writer_id));
-        l.served_page(&"server", &[writer_id, unknown], late);
+        assert_eq!(l.standing(&"writer", late), Standing::Listener);
+        l.signs_as(&"server", server_id);
+        l.signs_as(&"writer", writer_id);
+        l.signs_as(&"stranger", unknown);
+        l.served_page(&"server", &[writer_id, writer_id, unknown], late);
         assert_eq!(
             l.standing(&"server", late),
             Standing::Listener,
             "not its own"
         );
         assert_eq!(l.standing(&"writer", late), Standing::Contributor);
+        assert_eq!(l.get(&"writer").unwrap().events_authored, 2);
+        assert!(
+            l.get(&"stranger").is_none(),
+            "peers never met take no memory"
+        );
         l.served_page(&"server", &[server_id], late);
         assert_eq!(l.standing(&"server", late), Standing::Contributor);
         let r = l.get(&"server").unwrap();
-        assert_eq!((r.events_received, r.events_authored), (5, 1));
+        assert_eq!((r.events_received, r.events_authored), (6, 1));
     }
 
     #[test]
-    fn a_signer_owns_one_node_id_and_a_node_id_one_signer() {
+    fn a_claim_on_another_peers_node_id_takes_nothing_from_it() {
+        let t0 = Instant::now();
         let mut l: Ledger<&str> = Ledger::new(vec![], GRACE);
-        let (h, m) = (Uuid::from_u128(10), Uuid::from_u128(20));
-        assert!(l.signed(&"honest", h));
-        assert!(l.signed(&"honest", h), "again");
-        // A thief re-signing the honest node's events owns nothing by it...
-        assert!(!l.signed(&"thief", h));
-        // ...and one that re-signed first cannot then sign under its own id as well.
-        assert!(l.signed(&"thief2", m));
-        assert!(!l.signed(&"thief2", Uuid::from_u128(30)));
-        assert_eq!(l.owner_of(&h), Some(&"honest"));
-        assert_eq!(l.owner_of(&Uuid::from_u128(30)), None);
+        l.record(&"honest", t0);
+        l.record(&"claimer", t0);
+        let h = Uuid::from_u128(10);
+        l.signs_as(&"claimer", h);
+        l.signs_as(&"honest", h);
+        let late = t0 + GRACE * 2;
+        // The honest peer's own signed events are its own whatever anyone claims.
+        l.authored(&"honest", 1, late);
+        assert_eq!(l.standing(&"honest", late), Standing::Contributor);
+        // And its caught-up events still count for it.
+        let later = late + CONTRIBUTION_WINDOW + Duration::from_secs(1);
+        assert_eq!(l.standing(&"honest", later), Standing::Listener);
+        l.served_page(&"claimer", &[h], later);
+        assert_eq!(l.standing(&"honest", later), Standing::Contributor);
+        // A node id changes with a fresh database; the latest one counts.
+        let h2 = Uuid::from_u128(11);
+        l.signs_as(&"honest", h2);
+        assert_eq!(l.get(&"honest").unwrap().node_id, Some(h2));
     }
 
     #[test]

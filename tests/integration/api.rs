@@ -177,7 +177,8 @@ fn metrics_are_prometheus_text() {
 }
 
 #[test]
-fn list_readers_beyond_sixteen_get_503_while_lookups_and_shutdown_are_unaffected() {
+fn list_readers_beyond_four_per_source_or_sixteen_in_all_get_503_while_lookups_and_shutdown_are_unaffected()
+ {
     use std::io::Write;
     let mut node = Node::start(&[]);
     // 300,000 numbers: a list of about 25 MB, far more than socket buffers hold.
@@ -190,14 +191,16 @@ fn list_readers_beyond_sixteen_get_503_while_lookups_and_shutdown_are_unaffected
     )
     .unwrap();
     drop(db);
-    // Sixteen clients ask for the list and read none of it (with small receive buffers, which
-    // loopback would otherwise grow to hold the whole list).
+    // Sixteen clients, four from each of four sources, ask for the list and read none of it
+    // (with small receive buffers, which loopback would otherwise grow to hold the whole list).
     let api = node.api[0];
     let stalled: Vec<std::net::TcpStream> = (0..16)
-        .map(|_| {
+        .map(|i| {
             let s =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             s.set_recv_buffer_size(16 * 1024).unwrap();
+            let local: std::net::SocketAddr = format!("127.0.0.{}:0", 2 + i / 4).parse().unwrap();
+            s.bind(&local.into()).unwrap();
             s.connect(&api.into()).unwrap();
             let mut s: std::net::TcpStream = s.into();
             write!(s, "GET /numbers HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
@@ -211,14 +214,18 @@ fn list_readers_beyond_sixteen_get_503_while_lookups_and_shutdown_are_unaffected
         std::io::Read::read_exact(&mut r, &mut head).unwrap();
         assert_eq!(&head, b"HTTP/1.1 200");
     }
-    // ...so the next is told to come back.
-    let r = node.get("/numbers");
-    assert_eq!(r.status, 503);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(
-        r.json()["error"],
-        "Too many lists being sent; try again shortly."
-    );
+    // ...so a fifth from one of those sources, and anyone else, is told to come back.
+    for r in [
+        http_from("127.0.0.2", api, "GET", "/numbers"),
+        node.get("/ip-addresses"),
+    ] {
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(
+            r.json()["error"],
+            "Too many lists being sent; try again shortly."
+        );
+    }
     // Lookups do not queue behind the lists.
     assert_eq!(node.get("/numbers/9000000042").status, 200);
     assert_eq!(node.get("/health-check").status, 200);

@@ -256,9 +256,9 @@ fn the_api_closes_clients_that_never_finish_a_request_and_caps_what_one_source_h
     half.write_all(b"GET /health-check HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     let silent = TcpStream::connect(api).unwrap();
-    // One source holding more than its share (256): the surplus is refused and counted, and
+    // One source holding more than its share (64): the surplus is refused and counted, and
     // another source is still served meanwhile.
-    let held: Vec<TcpStream> = (0..260).map(|_| TcpStream::connect(api).unwrap()).collect();
+    let held: Vec<TcpStream> = (0..68).map(|_| TcpStream::connect(api).unwrap()).collect();
     assert!(poll(DEFAULT_WAIT, || refused() >= 6), "{}", refused());
     let r = http_from("127.0.0.2", api, "GET", "/numbers/100");
     assert_eq!(r.status, 404);

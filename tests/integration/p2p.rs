@@ -296,7 +296,7 @@ fn a_restarted_node_keeps_its_identity_and_catches_up_on_what_it_missed() {
 #[test]
 fn a_listener_stops_receiving_after_its_grace_period_while_contributors_keep_receiving() {
     // Long enough for both contributors to publish while they are still new to each other.
-    let grace = ["--p2p-grace", "10"];
+    let grace = ["--p2p-grace", "15"];
     let a = p2p_node(None, None, &[LAB, grace[0], grace[1]]);
     let b = p2p_node(None, Some(&a), &[LAB, grace[0], grace[1]]);
     let l = p2p_node(None, Some(&a), &[LAB, grace[0], grace[1]]);
