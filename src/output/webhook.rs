@@ -201,6 +201,14 @@ fn classify(status: StatusCode) -> Class {
     }
 }
 
+/// The pause after a failure: the backoff, or what the endpoint asked for in `Retry-After` if
+/// longer. The endpoint's wish is a floor, not a licence to hammer: "0", or a date already past
+/// by the endpoint's slow clock, still backs off.
+fn pause_after(retry_after: Option<Duration>, failures: u32, max: Duration, unit: f64) -> Duration {
+    let backed_off = backoff(failures, max, unit);
+    retry_after.map_or(backed_off, |asked| asked.max(backed_off))
+}
+
 /// The pause after `failures` consecutive failures: `FIRST_BACKOFF` doubled per failure, at
 /// most `max`, of which the second half is jitter (`unit` in [0, 1)) so that many nodes
 /// pushed back at once do not come back at once.
@@ -801,10 +809,12 @@ impl State {
                     stats
                         .consecutive_failures
                         .store(self.failures.into(), Ordering::Relaxed);
-                    // Retry-After is a floor, not a licence to hammer: "0", or a date already past
-                    // by the endpoint's slow clock, still backs off.
-                    let backed_off = backoff(self.failures, self.d.max_backoff, random_unit());
-                    let pause = retry_after.map_or(backed_off, |asked| asked.max(backed_off));
+                    let pause = pause_after(
+                        retry_after,
+                        self.failures,
+                        self.d.max_backoff,
+                        random_unit(),
+                    );
                     self.paused_until = Some(now + pause);
                     if self.failures == 1 {
                         tracing::warn!(%error, pause_ms = pause.as_millis() as u64, "WebHook delivery failed; retrying with backoff.");
@@ -980,6 +990,24 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn retry_after_is_a_floor_under_the_backoff() {
+        let max = Duration::from_secs(60);
+        let zero = pause_after(Some(Duration::ZERO), 1, max, 0.0);
+        assert_eq!(zero, backoff(1, max, 0.0));
+        assert!(zero >= Duration::from_millis(250));
+        assert_eq!(
+            pause_after(Some(Duration::from_secs(2)), 1, max, 0.5),
+            Duration::from_secs(2)
+        );
+        // Many failures in, a short Retry-After does not undo the backoff.
+        assert_eq!(
+            pause_after(Some(Duration::from_secs(2)), 12, max, 0.99),
+            backoff(12, max, 0.99)
+        );
+        assert_eq!(pause_after(None, 3, max, 0.3), backoff(3, max, 0.3));
+    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_up_to_the_cap_with_jitter_in_the_upper_half() {
