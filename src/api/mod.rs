@@ -14,22 +14,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::event::APP_VERSION;
 use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputStats;
-use crate::store::{ListKind, ReadPool};
+use crate::store::{ListCursor, ListKind, ReadPool};
 
 pub mod serve;
 
-/// Chunks of a streamed list in flight between the database thread and the socket: bounds the
-/// memory a slow client can pin to a few chunks.
-const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
-/// Full lists streamed at once, and to one source (an IPv6 source per /64). Each holds a
-/// database thread while its client reads, so slow readers must not take every blocking thread
-/// the node has, nor one client every stream; beyond this, `503` with `Retry-After`.
+/// Full lists streamed at once, and to one source (an IPv6 source per /64), so that slow
+/// readers cannot tie up the database's readers nor one client every stream; beyond this,
+/// `503` with `Retry-After`.
 pub const MAX_LIST_STREAMS: usize = 16;
 pub const MAX_LIST_STREAMS_PER_SOURCE: usize = 4;
 
@@ -341,6 +337,27 @@ async fn number(
     })
 }
 
+/// One chunk of a list, read on the blocking pool.
+async fn next_chunk(
+    store: Arc<ReadPool>,
+    mut list: ListCursor,
+) -> (Result<Option<Vec<u8>>, String>, ListCursor) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = list.next_chunk(&store).map_err(|e| e.to_string());
+        (r, list)
+    })
+    .await;
+    match joined {
+        Ok(x) => x,
+        // The read panicked; the list cannot go on.
+        Err(e) => {
+            let mut over = ListCursor::new(ListKind::Numbers);
+            over.finish();
+            (Err(e.to_string()), over)
+        }
+    }
+}
+
 /// Upstream's route pattern for a number: `\+?[0-9]+`.
 fn is_number(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or(s);
@@ -363,34 +380,28 @@ async fn numbers(State(s): State<ApiState>, c: Client) -> Result<Response, ApiEr
     stream_list(s, ListKind::Numbers, client_ip(c)).await
 }
 
-/// Streams a full list: the database thread produces chunks, the response sends them as they come.
+/// Streams a full list: each chunk is one short read on the blocking pool, made when the client
+/// has taken the previous one, so a slow reader holds no thread and no snapshot; it holds only
+/// its list slot.
 async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Response, ApiError> {
-    let permit = s.list_streams.admit(client).ok_or(ApiError::Busy)?;
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
-    tokio::task::spawn_blocking(move || {
-        // Held until the list is written or its client has gone.
-        let _permit = permit;
-        let result = s.store.write_list(kind, |chunk| {
-            tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
-        });
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e.to_string()));
-        }
-    });
-    // Wait for the first chunk so that a database error is still a clean 500.
-    let first = match rx.recv().await {
-        Some(Ok(chunk)) => chunk,
-        Some(Err(e)) => return Err(ApiError::Internal(e)),
-        None => return Err(ApiError::Internal("list producer ended early".into())),
+    let slot = s.list_streams.admit(client).ok_or(ApiError::Busy)?;
+    let store = s.store.clone();
+    // The first chunk before the answer, so that a database error is still a clean 500.
+    let (first, list) = next_chunk(store.clone(), ListCursor::new(kind)).await;
+    let first = match first {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) => return Err(ApiError::Internal("an empty list document".into())),
+        Err(e) => return Err(ApiError::Internal(e)),
     };
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Some(Ok(chunk)) => Some((Ok::<_, std::io::Error>(chunk), rx)),
-            Some(Err(e)) => Some((Err(std::io::Error::other(e)), rx)),
-            None => None,
-        }
-    });
-    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    let rest =
+        futures_util::stream::unfold((list, store, slot), |(list, store, slot)| async move {
+            match next_chunk(store.clone(), list).await {
+                (Ok(Some(chunk)), list) => Some((Ok(Bytes::from(chunk)), (list, store, slot))),
+                (Ok(None), _) => None,
+                (Err(e), list) => Some((Err(std::io::Error::other(e)), (list, store, slot))),
+            }
+        });
+    let body = futures_util::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-pub use read::{ListKind, ReadPool};
+pub use read::{ListCursor, ListKind, ReadPool};
 pub use write::{OutboxWriter, Writer};
 
 /// How long a connection waits for a lock before giving up; the writer holds it only per batch.

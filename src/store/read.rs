@@ -10,8 +10,8 @@ use rusqlite::Connection;
 const LIST_PAGE_ROWS: i64 = 2000;
 /// Idle read connections kept for reuse; more are opened under load and closed afterwards.
 const MAX_IDLE_CONNECTIONS: usize = 8;
-/// A streamed list is handed over in chunks of about this many bytes.
-const LIST_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes reserved for one chunk of a streamed list (a page of rows; it grows if need be).
+const LIST_CHUNK_BYTES: usize = 192 * 1024;
 
 /// Which full list to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,67 +107,172 @@ impl ReadPool {
         kind: ListKind,
         mut emit: impl FnMut(Vec<u8>) -> bool,
     ) -> rusqlite::Result<()> {
-        let (count_sql, first_sql, next_sql) = kind.sql();
-        let (total_key, list_key, item_key) = kind.keys();
-        let total: i64 = self.with(|c| c.query_row(count_sql, [], |r| r.get(0)))?;
-        let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
-        buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
-        let mut cursor: Option<(String, String)> = None;
-        let mut first = true;
-        loop {
-            // One short read per page, never a transaction held while a client reads: a slow
-            // client must not pin a WAL snapshot (the WAL could not be reset behind it). An entry
-            // seen again while the list streams moves ahead of the cursor and shows next time.
-            let mut page = self.with(|c| {
-                let mut stmt = c.prepare_cached(if cursor.is_some() {
-                    next_sql
-                } else {
-                    first_sql
-                })?;
-                let mut rows = match &cursor {
-                    Some((last, key)) => {
-                        stmt.query(rusqlite::params![LIST_PAGE_ROWS, last, key])?
-                    }
-                    None => stmt.query(rusqlite::params![LIST_PAGE_ROWS])?,
-                };
-                let mut page = Vec::with_capacity(LIST_PAGE_ROWS as usize);
-                while let Some(row) = rows.next()? {
-                    page.push((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ));
-                }
-                Ok(page)
-            })?;
-            let done = (page.len() as i64) < LIST_PAGE_ROWS;
-            for (value, seen_last, count) in &page {
-                if !std::mem::take(&mut first) {
-                    buf.push(b',');
-                }
-                buf.extend_from_slice(b"{\"");
-                buf.extend_from_slice(item_key.as_bytes());
-                buf.extend_from_slice(b"\":");
-                push_json_str(&mut buf, value);
-                buf.extend_from_slice(b",\"seen_last\":");
-                push_json_str(&mut buf, seen_last);
-                buf.extend_from_slice(format!(",\"seen_count\":\"{count}\"}}").as_bytes());
-                if buf.len() >= LIST_CHUNK_BYTES && !emit(std::mem::take(&mut buf)) {
-                    return Ok(());
-                }
-            }
-            if done {
+        let mut list = ListCursor::new(kind);
+        while let Some(chunk) = list.next_chunk(self)? {
+            if !emit(chunk) {
                 break;
             }
-            cursor = page.pop().map(|(value, seen_last, _)| (seen_last, value));
         }
-        buf.extend_from_slice(b"]}");
-        emit(buf);
         Ok(())
+    }
+}
+
+/// A full list produced a page at a time: each [`ListCursor::next_chunk`] is one short read, so
+/// nothing (no thread, no transaction, no WAL snapshot) is held between chunks while a client
+/// reads. An entry seen again while the list streams moves ahead of the cursor and shows next
+/// time.
+#[derive(Debug)]
+pub struct ListCursor {
+    kind: ListKind,
+    /// `(seen_last, key)` of the last entry sent.
+    after: Option<(String, String)>,
+    started: bool,
+    finished: bool,
+}
+
+impl ListCursor {
+    pub fn new(kind: ListKind) -> Self {
+        Self {
+            kind,
+            after: None,
+            started: false,
+            finished: false,
+        }
+    }
+
+    /// Ends the list: no more chunks.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// The next part of the JSON document (at most one page of rows), or `None` once it is
+    /// complete. After an error the list is over.
+    pub fn next_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Option<Vec<u8>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let r = self.read_chunk(store);
+        if r.is_err() {
+            self.finished = true;
+        }
+        r.map(Some)
+    }
+
+    fn read_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Vec<u8>> {
+        let (count_sql, first_sql, next_sql) = self.kind.sql();
+        let (total_key, list_key, item_key) = self.kind.keys();
+        let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
+        if !self.started {
+            let total: i64 = store.with(|c| c.query_row(count_sql, [], |r| r.get(0)))?;
+            buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
+        }
+        let page = store.with(|c| {
+            let mut stmt = c.prepare_cached(if self.after.is_some() {
+                next_sql
+            } else {
+                first_sql
+            })?;
+            let mut rows = match &self.after {
+                Some((last, key)) => stmt.query(rusqlite::params![LIST_PAGE_ROWS, last, key])?,
+                None => stmt.query(rusqlite::params![LIST_PAGE_ROWS])?,
+            };
+            let mut page = Vec::with_capacity(LIST_PAGE_ROWS as usize);
+            while let Some(row) = rows.next()? {
+                page.push((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ));
+            }
+            Ok(page)
+        })?;
+        for (value, seen_last, count) in &page {
+            if std::mem::replace(&mut self.started, true) {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(b"{\"");
+            buf.extend_from_slice(item_key.as_bytes());
+            buf.extend_from_slice(b"\":");
+            push_json_str(&mut buf, value);
+            buf.extend_from_slice(b",\"seen_last\":");
+            push_json_str(&mut buf, seen_last);
+            buf.extend_from_slice(format!(",\"seen_count\":\"{count}\"}}").as_bytes());
+        }
+        self.started = true;
+        if (page.len() as i64) < LIST_PAGE_ROWS {
+            buf.extend_from_slice(b"]}");
+            self.finished = true;
+        } else if let Some((value, seen_last, _)) = page.into_iter().next_back() {
+            self.after = Some((seen_last, value));
+        }
+        Ok(buf)
     }
 }
 
 fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database holding `n` numbers, and the list document read back in chunks.
+    fn list_of(n: i64) -> (serde_json::Value, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::open(&path).unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                 INSERT INTO sentrypeer_numbers
+                 SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i
+                 FROM k WHERE ?1 > 0",
+                [n],
+            )
+            .unwrap();
+        let pool = ReadPool::new(&path);
+        let mut doc = Vec::new();
+        let mut chunks = 0;
+        pool.write_list(ListKind::Numbers, |c| {
+            chunks += 1;
+            doc.extend_from_slice(&c);
+            true
+        })
+        .unwrap();
+        (serde_json::from_slice(&doc).unwrap(), chunks)
+    }
+
+    #[test]
+    fn lists_are_whole_across_page_boundaries() {
+        for (n, pages) in [(0, 1), (1, 1), (1999, 1), (2000, 2), (2001, 2), (4500, 3)] {
+            let (v, chunks) = list_of(n);
+            assert_eq!(chunks, pages, "{n} rows");
+            assert_eq!(v["called_numbers_total"], n, "{n} rows");
+            let list = v["called_numbers"].as_array().unwrap();
+            assert_eq!(list.len() as i64, n);
+            // Newest first, each once.
+            let seen: std::collections::HashSet<&str> = list
+                .iter()
+                .map(|e| e["called_number"].as_str().unwrap())
+                .collect();
+            assert_eq!(seen.len() as i64, n);
+            assert!(list.windows(2).all(|w| {
+                (w[0]["seen_last"].as_str(), w[0]["called_number"].as_str())
+                    >= (w[1]["seen_last"].as_str(), w[1]["called_number"].as_str())
+            }));
+        }
+    }
+
+    #[test]
+    fn a_list_ends_after_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // No database there: the first read fails, and the list is over.
+        let pool = ReadPool::new(&dir.path().join("missing.db"));
+        let mut list = ListCursor::new(ListKind::IpAddresses);
+        assert!(list.next_chunk(&pool).is_err());
+        assert!(list.next_chunk(&pool).unwrap().is_none());
+    }
 }
