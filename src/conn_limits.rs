@@ -1,11 +1,39 @@
-//! Limits on open connections, in total and per source, shared by every TCP server of the node
-//! (SIP over TCP and TLS, and the API): one host cannot take every slot.
+//! What every TCP server of the node (SIP over TCP and TLS, and the API) shares: accepting until
+//! cancelled, and limits on open connections in total and per source, so that one host cannot
+//! take every slot.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// The next connection (with `TCP_NODELAY` set), or `None` once `cancel` fires. A failed accept
+/// (out of file descriptors and the like) is logged and retried after a pause, not spun on.
+pub async fn accept(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = ?listener.local_addr().ok(), "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
 
 /// Connections open at once over the listeners sharing these limits, and from one source.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::conn_limits::ConnLimits;
+use crate::conn_limits::{self, ConnLimits};
 use crate::metrics::Counters;
 
 /// Time a client has to send a request's head, from connecting or from the previous response.
@@ -70,21 +70,7 @@ pub async fn serve(
 ) {
     let conns = TaskTracker::new();
     let hard_stop = CancellationToken::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "API accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = conn_limits::accept(&listener, &cancel).await {
         conns.spawn(serve_conn(
             stream,
             peer.ip(),

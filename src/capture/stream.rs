@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::CaptureContext;
 use super::inspect::Meta;
-use crate::conn_limits::ConnLimits;
+use crate::conn_limits::{self, ConnLimits};
 use crate::event::Transport;
 use crate::metrics::Counters;
 use crate::sip::frame::{Frame, Framer};
@@ -69,24 +69,10 @@ pub async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<CaptureContext>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "Accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = conn_limits::accept(&listener, &cancel).await {
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
         tracker.spawn(
             on_conn(stream, peer, local, cx.clone(), cancel.clone())
                 .instrument(tracing::debug_span!("conn", %transport, %peer)),
