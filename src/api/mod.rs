@@ -337,24 +337,20 @@ async fn number(
     })
 }
 
-/// One chunk of a list, read on the blocking pool.
+/// One chunk of a list, read on the blocking pool, and the list to go on with (none if the
+/// read panicked).
 async fn next_chunk(
     store: Arc<ReadPool>,
     mut list: ListCursor,
-) -> (Result<Option<Vec<u8>>, String>, ListCursor) {
+) -> (Result<Option<Vec<u8>>, String>, Option<ListCursor>) {
     let joined = tokio::task::spawn_blocking(move || {
         let r = list.next_chunk(&store).map_err(|e| e.to_string());
         (r, list)
     })
     .await;
     match joined {
-        Ok(x) => x,
-        // The read panicked; the list cannot go on.
-        Err(e) => {
-            let mut over = ListCursor::new(ListKind::Numbers);
-            over.finish();
-            (Err(e.to_string()), over)
-        }
+        Ok((r, list)) => (r, Some(list)),
+        Err(e) => (Err(e.to_string()), None),
     }
 }
 
@@ -395,7 +391,8 @@ async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Resp
     };
     let rest =
         futures_util::stream::unfold((list, store, slot), |(list, store, slot)| async move {
-            match next_chunk(store.clone(), list).await {
+            // After an error the cursor gives no more chunks, so the stream ends.
+            match next_chunk(store.clone(), list?).await {
                 (Ok(Some(chunk)), list) => Some((Ok(Bytes::from(chunk)), (list, store, slot))),
                 (Ok(None), _) => None,
                 (Err(e), list) => Some((Err(std::io::Error::other(e)), (list, store, slot))),

@@ -140,11 +140,6 @@ impl ListCursor {
         }
     }
 
-    /// Ends the list: no more chunks.
-    pub fn finish(&mut self) {
-        self.finished = true;
-    }
-
     /// The next part of the JSON document (at most one page of rows), or `None` once it is
     /// complete. After an error the list is over.
     pub fn next_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Option<Vec<u8>>> {
