@@ -9,15 +9,15 @@ use sentrypeer::sip::{self, frame::Framer};
 
 const PPLSIP_INVITE: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testdata/realworld/pplsip_invite_ochi.sip"
+    "/tests/data/realworld/pplsip_invite_ochi.sip"
 ));
 const VOIP_REGISTER: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testdata/realworld/voip_register_ochi.sip"
+    "/tests/data/realworld/voip_register_ochi.sip"
 ));
 const SIPCLI_INVITE: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testdata/realworld/sipcli_invite_hepop.sip"
+    "/tests/data/realworld/sipcli_invite_hepop.sip"
 ));
 /// What `svmap` from sipvicious sends to find SIP servers.
 const SIPVICIOUS_OPTIONS: &[u8] = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\n\

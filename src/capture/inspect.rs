@@ -110,7 +110,7 @@ mod tests {
 
     fn realworld(name: &str) -> Vec<u8> {
         std::fs::read(format!(
-            "{}/../shared/testdata/realworld/{name}",
+            "{}/tests/data/realworld/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
@@ -164,7 +164,7 @@ mod tests {
 
     fn torture(name: &str) -> Vec<u8> {
         std::fs::read(format!(
-            "{}/../shared/testdata/rfc4475/{name}",
+            "{}/tests/data/rfc4475/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

@@ -394,7 +394,7 @@ mod tests {
     fn top_via_gets_received_when_sent_by_differs_and_rport_when_asked() {
         let msg = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/realworld/sipcli_invite_hepop.sip"
+            "/tests/data/realworld/sipcli_invite_hepop.sip"
         ))
         .unwrap();
         let got = answers(&msg, &cx());
@@ -441,7 +441,7 @@ mod tests {
     fn every_via_is_copied_in_order_and_only_the_top_one_changes() {
         let msg = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/rfc4475/longreq.dat"
+            "/tests/data/rfc4475/longreq.dat"
         ))
         .unwrap();
         let req = parse(&msg).unwrap();

@@ -1,5 +1,5 @@
-//! The parser against real traffic and the RFC 4475 torture tests, read from `shared/testdata`
-//! beside the repository, plus property tests that no input makes it panic.
+//! The parser against real traffic and the RFC 4475 torture tests, read from `tests/data`
+//! (copied into the repository, sources in its README), plus property tests that no input makes it panic.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use super::frame::{Frame, Framer};
 use super::*;
 
 fn testdata(path: &str) -> Vec<u8> {
-    let file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")).join(path);
+    let file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(path);
     std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
@@ -462,7 +462,7 @@ fn mpart01_body_is_exactly_content_length_of_binary() {
     assert!(req.body.starts_with(b"--7a9cbec02ceef655\r\n"));
 }
 
-/// The captures in `shared/testdata/realworld`, with the values its README gives.
+/// The captures in `tests/data/realworld`, with the values its README gives.
 const REALWORLD: [(&str, &str, &str, &str, usize); 3] = [
     (
         "pplsip_invite_ochi.sip",

@@ -389,7 +389,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 pub fn testdata(rel: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../shared/testdata/{rel}",
+        "{}/tests/data/{rel}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
