@@ -653,7 +653,10 @@ fn a_token_refused_with_403_gets_one_refresh_and_the_events_are_delivered() {
     send_paced(&node, 10);
     rig.wait_delivered(20, &node);
     assert_eq!(rig.total(), 20);
-    assert!(rig.received(|r| r.unauthorized) >= 1, "no request met a 403");
+    assert!(
+        rig.received(|r| r.unauthorized) >= 1,
+        "no request met a 403"
+    );
     assert_eq!(
         rig.shared.token_requests.load(Ordering::SeqCst),
         2,
