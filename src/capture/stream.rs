@@ -1,13 +1,16 @@
 //! SIP over a byte stream (TCP, or TLS after its handshake): framed by Content-Length, several
-//! messages per connection, CRLF keep-alives tolerated, every resource bounded.
+//! messages per connection, CRLF keep-alives tolerated, every resource bounded. A connection may
+//! stay as long as it keeps sending: each message has `MESSAGE_TIMEOUT` from its own first byte,
+//! so a busy trunk that always has the start of the next message buffered is never cut.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -117,6 +120,7 @@ pub async fn serve_stream<S>(
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut framer = Framer::default();
+    // When the first byte of the message now being buffered arrived, if any has.
     let mut partial_since: Option<Instant> = None;
     loop {
         // Take every whole message already buffered.
@@ -124,9 +128,13 @@ pub async fn serve_stream<S>(
             match framer.next(&buf) {
                 Ok(Frame::KeepAlive(n)) => {
                     let _ = buf.split_to(n.min(buf.len()));
+                    // Whatever follows begins a new message now.
+                    partial_since = None;
                 }
                 Ok(Frame::Message(n)) => {
                     let msg = buf.split_to(n.min(buf.len()));
+                    // The clock is per message: bytes left after this one start the next now.
+                    partial_since = None;
                     for reply in cx.handle(&msg, &meta) {
                         // A client that never reads must not hold the task (or shutdown) forever.
                         let written = tokio::select! {
@@ -188,5 +196,120 @@ pub async fn serve_stream<S>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+
+    /// An OPTIONS probe over TCP, numbered so that each is its own message.
+    fn probe(n: usize) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:100@198.51.100.10 SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 203.0.113.9:5060;branch=z9hG4bK-{n}\r\n\
+             Max-Forwards: 70\r\n\
+             To: <sip:100@198.51.100.10>\r\n\
+             From: <sip:100@198.51.100.10>;tag={n}\r\n\
+             Call-ID: {n}-call\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn context() -> Arc<CaptureContext> {
+        Arc::new(CaptureContext::new(
+            Pipeline::default(),
+            Arc::new(Counters::default()),
+            uuid::Uuid::nil(),
+            false,
+            String::new(),
+        ))
+    }
+
+    /// Serves one end of an in-memory stream; the task returns when the stream was closed.
+    fn serve(
+        cx: &Arc<CaptureContext>,
+        server: tokio::io::DuplexStream,
+    ) -> tokio::task::JoinHandle<Instant> {
+        let cx = cx.clone();
+        let meta = Meta {
+            transport: Transport::Tcp,
+            source: "203.0.113.9:40000".parse().unwrap(),
+            local: "198.51.100.10:5060".parse().unwrap(),
+        };
+        tokio::spawn(async move {
+            serve_stream(server, meta, &cx, &CancellationToken::new()).await;
+            Instant::now()
+        })
+    }
+
+    fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_sending_whole_messages_back_to_back_is_never_cut() {
+        let cx = context();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let serving = serve(&cx, server);
+        // Each message is split across two writes a third of the limit apart, so the start of
+        // the next message is always buffered; the whole run lasts over three times the limit.
+        let step = MESSAGE_TIMEOUT / 3;
+        let messages = 10;
+        let started = Instant::now();
+        let mut carry = Vec::new();
+        for n in 0..messages {
+            let p = probe(n);
+            let (head, tail) = p.split_at(p.len() / 2);
+            carry.extend_from_slice(head);
+            client
+                .write_all(&carry)
+                .await
+                .unwrap_or_else(|e| panic!("cut after {:?}: {e}", started.elapsed()));
+            carry = tail.to_vec();
+            tokio::time::sleep(step).await;
+        }
+        client.write_all(&carry).await.unwrap();
+        tokio::time::sleep(step).await;
+        assert!(started.elapsed() >= MESSAGE_TIMEOUT * 3);
+        assert!(!serving.is_finished(), "the stream was closed");
+        assert_eq!(count(&cx.counters.events_accepted), messages as u64);
+        assert_eq!(count(&cx.counters.streams_rejected), 0);
+        drop(client);
+        serving.await.unwrap();
+        assert_eq!(count(&cx.counters.streams_rejected), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_trickled_after_a_whole_one_is_cut_at_the_limit_from_its_first_byte() {
+        let cx = context();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let serving = serve(&cx, server);
+        let whole = probe(1);
+        let stalled = probe(2);
+        let (head, tail) = stalled.split_at(stalled.len() / 2);
+        let begun = Instant::now();
+        client
+            .write_all(&[whole.as_slice(), head].concat())
+            .await
+            .unwrap();
+        // A byte every few seconds keeps the connection from idling, not the message alive.
+        for b in tail.iter().take(tail.len() - 1) {
+            tokio::time::sleep(MESSAGE_TIMEOUT / 6).await;
+            if serving.is_finished() || client.write_all(&[*b]).await.is_err() {
+                break;
+            }
+        }
+        let closed = serving.await.unwrap();
+        let lasted = closed - begun;
+        assert!(
+            lasted >= MESSAGE_TIMEOUT && lasted < MESSAGE_TIMEOUT + Duration::from_secs(1),
+            "closed after {lasted:?}"
+        );
+        assert_eq!(count(&cx.counters.events_accepted), 1);
+        assert_eq!(count(&cx.counters.streams_rejected), 1);
     }
 }

@@ -17,7 +17,7 @@
 //! Authorization: none, a static header value, or an OAuth 2 client-credentials bearer token
 //! fetched as upstream does, cached until shortly before it expires (at most a day; a lifetime
 //! not stated, zero or negative counts as a day too), and fetched again once when the endpoint
-//! answers 401.
+//! answers 401 or 403 (some gateways answer a revoked or expired token with 403).
 //!
 //! Depends on `store::outbox` for the tables and `metrics::WebhookStats` for what it reports.
 
@@ -71,7 +71,8 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// A token is fetched again this long before it expires (at most a tenth of its lifetime).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// The longest a token is used, whatever the token server says: a day. A token whose lifetime
-/// is not stated (or is zero or negative) is used this long too, or until the endpoint's 401.
+/// is not stated (or is zero or negative) is used this long too, or until the endpoint's 401
+/// or 403.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The deliverer could not start.
@@ -201,6 +202,13 @@ fn classify(status: StatusCode) -> Class {
     }
 }
 
+/// The endpoint refused the credentials: a bearer token is fetched again (once per request)
+/// before the request is retried. 403 counts too, since gateways answer a revoked or expired
+/// token with either.
+fn refuses_token(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
 /// The pause after a failure: the backoff, or what the endpoint asked for in `Retry-After` if
 /// longer. The endpoint's wish is a floor, not a licence to hammer: "0", or a date already past
 /// by the endpoint's slow clock, still backs off.
@@ -282,7 +290,7 @@ async fn read_prefix(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
 }
 
 impl Endpoint {
-    /// POSTs one body: fetches a token first if needed, and once more after a 401.
+    /// POSTs one body: fetches a token first if needed, and once more after a 401 or 403.
     async fn deliver(&self, body: Bytes) -> Outcome {
         let token = match self.token().await {
             Ok(t) => t,
@@ -297,7 +305,7 @@ impl Endpoint {
                 };
             }
         };
-        if resp.status() == StatusCode::UNAUTHORIZED {
+        if refuses_token(resp.status()) {
             if let (Auth::OAuth2(cache), Some(stale)) = (&self.auth, &token) {
                 let _ = read_prefix(&mut resp, MAX_DRAIN_BYTES).await;
                 cache.invalidate(stale).await;
@@ -404,7 +412,7 @@ impl TokenError {
     }
 }
 
-/// One bearer token and until when to use it (or until the endpoint answers 401).
+/// One bearer token and until when to use it (or until the endpoint answers 401 or 403).
 #[derive(Debug, Clone)]
 struct Token {
     value: Secret,

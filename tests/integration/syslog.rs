@@ -212,3 +212,108 @@ fn syslog_lines_name_the_sender_exactly_and_fail2ban_bans_only_the_sender() {
     );
     assert!(!ips.stdout.contains(FORGED), "{}", ips.text());
 }
+
+#[test]
+fn a_syslog_socket_absent_at_start_counts_failures_and_is_used_once_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("log.sock");
+    let path = socket_path.to_str().unwrap();
+    let node = Node::start(&["-s", "--syslog-socket", path]);
+    let warning = node
+        .log_text()
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(path) && l.contains("counted as failed"))
+        .map(str::to_string);
+    assert!(
+        warning.is_some(),
+        "no startup warning naming {path}:\n{}",
+        node.log_text()
+    );
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(&request("OPTIONS", "100", Some(b"early"), 1), node.udp[0])
+        .unwrap();
+    let failed = || {
+        node.health()["outputs"]["syslog"]["failed"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        poll(DEFAULT_WAIT, || failed() >= 1),
+        "{}\n{}",
+        node.health()["outputs"],
+        node.log_text()
+    );
+    assert_eq!(node.health()["outputs"]["syslog"]["written"], 0);
+    let metrics = String::from_utf8(node.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "sentrypeer_output_failed_total{{output=\"syslog\"}} {}",
+            failed()
+        )),
+        "{metrics}"
+    );
+
+    // The syslog daemon comes up after the node: probes reach it once the node reconnects.
+    let syslog = UnixDatagram::bind(&socket_path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut branch = 2;
+    let mut line = None;
+    assert!(
+        poll(DEFAULT_WAIT, || {
+            branch += 1;
+            udp.send_to(
+                &request("OPTIONS", "101", Some(b"late"), branch),
+                node.udp[0],
+            )
+            .unwrap();
+            match syslog.recv(&mut buf) {
+                Ok(n) => {
+                    line = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    true
+                }
+                Err(_) => false,
+            }
+        }),
+        "no line reached the socket once it appeared:\n{}",
+        node.log_text()
+    );
+    assert_eq!(
+        line.unwrap(),
+        format!(
+            "<13>sentrypeer[{}]: Source IP: 127.0.0.1, Method: OPTIONS, Agent: late",
+            node.pid()
+        )
+    );
+    // From then on every line is delivered.
+    syslog.set_read_timeout(Some(DEFAULT_WAIT)).unwrap();
+    let failed_before = failed();
+    for i in 0..5 {
+        udp.send_to(
+            &request(
+                "OPTIONS",
+                "102",
+                Some(format!("after-{i}").as_bytes()),
+                1000 + i,
+            ),
+            node.udp[0],
+        )
+        .unwrap();
+        // A probe of the loop above may have been written after its wait ended.
+        let line = std::iter::repeat_with(|| receive(&syslog))
+            .find(|l| !l.ends_with("Agent: late"))
+            .unwrap();
+        assert!(line.ends_with(&format!("Agent: after-{i}")), "{line:?}");
+    }
+    assert_eq!(failed(), failed_before);
+    assert!(poll(
+        DEFAULT_WAIT,
+        || node.health()["outputs"]["syslog"]["written"]
+            .as_u64()
+            .unwrap()
+            >= 6
+    ));
+}

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ struct Shared {
     received: Mutex<Received>,
     /// Check bearer tokens against the token server's.
     require_token: bool,
+    /// The status a missing, unknown or expired token gets: 401, or 403 as some gateways answer.
+    refused_token_status: AtomicU16,
     /// Tokens issued and until when they are valid.
     tokens: Mutex<HashMap<String, Instant>>,
     token_requests: AtomicU64,
@@ -125,7 +127,8 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
             .is_some_and(|until| Instant::now() < until);
         if !valid {
             s.received.lock().unwrap().unauthorized += 1;
-            return (StatusCode::UNAUTHORIZED, "invalid token").into_response();
+            let status = s.refused_token_status.load(Ordering::SeqCst);
+            return (StatusCode::from_u16(status).unwrap(), "invalid token").into_response();
         }
     }
     let failing = s
@@ -288,6 +291,7 @@ impl Rig {
             fail_status: Mutex::new((500, None)),
             received: Mutex::new(Received::default()),
             require_token,
+            refused_token_status: AtomicU16::new(401),
             tokens: Mutex::new(HashMap::new()),
             token_requests: AtomicU64::new(0),
             expires_in: AtomicU64::new(3600),
@@ -632,6 +636,34 @@ fn a_revoked_token_gets_one_refresh_and_the_events_are_retried() {
     let log = node.log_text();
     assert!(!log.contains(CLIENT_SECRET), "the secret reached the log");
     assert!(!log.contains("tok-"), "a token reached the log");
+}
+
+#[test]
+fn a_token_refused_with_403_gets_one_refresh_and_the_events_are_delivered() {
+    let rig = Rig::new(true);
+    rig.shared.refused_token_status.store(403, Ordering::SeqCst);
+    let mut a = rig.oauth_args();
+    a.extend(args(&["--webhook-max-backoff", "1"]));
+    let node = start(&a);
+    send_paced(&node, 10);
+    rig.wait_delivered(10, &node);
+    assert_eq!(rig.shared.token_requests.load(Ordering::SeqCst), 1);
+    // The endpoint forgets the token: from now on it answers 403 to it.
+    rig.shared.tokens.lock().unwrap().clear();
+    send_paced(&node, 10);
+    rig.wait_delivered(20, &node);
+    assert_eq!(rig.total(), 20);
+    assert!(
+        rig.received(|r| r.unauthorized) >= 1,
+        "no request met a 403"
+    );
+    assert_eq!(
+        rig.shared.token_requests.load(Ordering::SeqCst),
+        2,
+        "one new token for the whole refusal"
+    );
+    assert_eq!(webhook_stat(&node, "token_fetches"), 2);
+    assert_eq!(dead_letter_rows(&node), 0);
 }
 
 #[test]
