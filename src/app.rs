@@ -63,6 +63,8 @@ pub struct RunningApp {
     webhook: Option<tokio::task::JoinHandle<()>>,
     counters: Arc<Counters>,
     stats: Arc<Vec<Arc<OutputStats>>>,
+    /// Reopens the JSON log's file, when there is one.
+    json_log: Option<output::json_log::Reopener>,
 }
 
 /// Startup failed: a bad setting (exit 2) or something else (exit 1).
@@ -141,12 +143,17 @@ impl RunningApp {
             output::sqlite::spawn(writer, builder.output("sqlite", SQLITE_QUEUE))
                 .map_err(spawn_err)?,
         );
-        if let Some(out) = json_log {
-            outputs.push(
-                output::json_log::spawn(out, builder.output("json_log", OUTPUT_QUEUE))
-                    .map_err(spawn_err)?,
-            );
-        }
+        let json_log = match json_log {
+            Some(log) => {
+                let reopener = log.reopener();
+                outputs.push(
+                    output::json_log::spawn(log, builder.output("json_log", OUTPUT_QUEUE))
+                        .map_err(spawn_err)?,
+                );
+                Some(reopener)
+            }
+            None => None,
+        };
         if let Some(path) = &config.syslog {
             let s = output::syslog::Syslog::new(path);
             outputs.push(
@@ -298,7 +305,17 @@ impl RunningApp {
             webhook,
             counters,
             stats,
+            json_log,
         })
+    }
+
+    /// Reopens the log files at their paths (SIGHUP, after logrotate moved them away). Never
+    /// stops anything; a file that cannot be opened is warned about and the old one kept.
+    pub fn reopen_logs(&self) {
+        match &self.json_log {
+            Some(log) => log.reopen(),
+            None => tracing::debug!("No JSON log to reopen."),
+        }
     }
 
     /// Stops intake, lets every output drain, and returns when all is written.

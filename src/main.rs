@@ -1,5 +1,6 @@
 //! `sentrypeer`: parse the command line, resolve the configuration, start the node, wait for a
-//! signal, shut down in order. Exit 2 for a bad setting, 1 for any other failure.
+//! signal, shut down in order. Exit 2 for a bad setting, 1 for any other failure. SIGHUP
+//! (logrotate) reopens the log files and never stops the node.
 
 use std::process::ExitCode;
 
@@ -34,10 +35,12 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         // Before anything starts: a signal that arrives during startup, or the instant "Ready."
-        // is logged, must stop the node in order, not kill it with the default action.
-        let (Ok(mut term), Ok(mut int)) = (
+        // is logged, must stop the node in order (or, for SIGHUP, not at all), not kill it with
+        // the default action.
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             return fail(1, &"cannot install signal handlers");
         };
@@ -46,15 +49,27 @@ fn main() -> ExitCode {
             Err(StartError::Config(e)) => return fail(2, &e),
             Err(StartError::Other(e)) => return fail(1, &format!("{e:#}")),
         };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                Some(()) = hup.recv() => app.reopen_logs(),
+            }
+        }
         tracing::info!(
             "Shutting down: stopping intake, then draining outputs. A second signal exits at once."
         );
-        tokio::select! {
-            _ = app.shutdown() => ExitCode::SUCCESS,
-            // Exit now: returning would wait for the outputs' threads in the runtime's drop.
-            _ = term.recv() => std::process::exit(130),
-            _ = int.recv() => std::process::exit(130),
+        let shutdown = app.shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return ExitCode::SUCCESS,
+                // Exit now: returning would wait for the outputs' threads in the runtime's drop.
+                _ = term.recv() => std::process::exit(130),
+                _ = int.recv() => std::process::exit(130),
+                // Not a second stop signal; the last events go to the files already open.
+                Some(()) = hup.recv() => {}
+            }
         }
     })
 }

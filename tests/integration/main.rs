@@ -9,6 +9,7 @@ mod capture;
 mod cli;
 mod durability;
 mod hostile;
+mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
 mod shutdown;
