@@ -6,6 +6,7 @@
 //! the API's queries; `api` serves them. `config` resolves `cli` once; `app` wires it all and
 //! shuts it down in order. `admin` runs the one-shot commands (`sentrypeer webhook ...`).
 
+pub mod actors;
 pub mod admin;
 pub mod api;
 pub mod app;

@@ -5,6 +5,7 @@
 //! One writer (`Writer`, owned by the sqlite output's thread) and a small pool of read-only
 //! connections for the API (`ReadPool`). WAL lets them run side by side.
 
+pub mod actors;
 mod checkpoint;
 pub mod outbox;
 mod read;
@@ -141,7 +142,14 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     add_honey_columns(&conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     let node_id = node_id(&conn)?;
+    // Before the catch-up: a database from before the bad-actor set gets its facts from
+    // `honey` here, and the catch-up then adds only rows written since by someone else.
+    let migrated = actors::migrate(&conn)?;
     let summarised = catch_up_summaries(&conn)?;
+    if migrated || summarised > 0 {
+        // New facts no verdict was drawn from yet: the writer re-evaluates every actor.
+        actors::store_rules(&conn, "")?;
+    }
     Ok(Opened {
         writer: Writer::new(conn, path)?,
         node_id,
@@ -188,6 +196,7 @@ fn catch_up_summaries(conn: &Connection) -> Result<u64, StoreError> {
     )?;
     let Some(max_id) = max_id else { return Ok(0) };
     let tx = conn.unchecked_transaction()?;
+    let folded_from = watermark;
     tx.execute(
         &format!(
             "INSERT INTO sentrypeer_ip_addresses (ip_address, seen_last, seen_count)
@@ -206,6 +215,7 @@ fn catch_up_summaries(conn: &Connection) -> Result<u64, StoreError> {
            seen_count = seen_count + excluded.seen_count",
         [watermark, max_id],
     )?;
+    actors::backfill(&tx, Some(folded_from))?;
     set_watermark(&tx, max_id)?;
     tx.commit()?;
     Ok(pending as u64)

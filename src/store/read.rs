@@ -222,7 +222,7 @@ mod tests {
             .unwrap()
             .execute(
                 "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
-                 INSERT INTO sentrypeer_numbers
+                 INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count)
                  SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i
                  FROM k WHERE ?1 > 0",
                 [n],

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use rusqlite::Connection;
 use std::sync::atomic::Ordering;
 
-use crate::event::Event;
+use rusqlite::Connection;
+
+use super::actors::{ActorWriter, ReevaluatePos, Sighting, timestamp_ms};
+use crate::actors::{Kind, Rules};
+use crate::event::{Event, Origin};
 use crate::metrics::WebhookStats;
 
 /// Owns the read-write connection. Not `Sync`: it lives on the sqlite output's thread.
@@ -14,6 +16,11 @@ use crate::metrics::WebhookStats;
 pub struct Writer {
     conn: Connection,
     outbox: Option<OutboxWriter>,
+    /// The listing rule, applied to every actor a batch touches.
+    rules: Arc<Rules>,
+    actors: ActorWriter,
+    /// A re-evaluation of every actor under a changed rule, in progress.
+    reevaluating: Option<ReevaluatePos>,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
     _checkpointer: super::checkpoint::Checkpointer,
 }
@@ -34,25 +41,67 @@ const INSERT_HONEY: &str =
   called_number, transport_type, method, user_agent, sip_message, created_by_node_id,
   received_from_peer)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-const UPSERT_IP: &str =
-    "INSERT INTO sentrypeer_ip_addresses (ip_address, seen_last, seen_count) VALUES (?1, ?2, ?3)
-  ON CONFLICT(ip_address) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
-  seen_count = seen_count + excluded.seen_count";
-const UPSERT_NUMBER: &str =
-    "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count) VALUES (?1, ?2, ?3)
-  ON CONFLICT(called_number) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
-  seen_count = seen_count + excluded.seen_count";
 
 impl Writer {
     pub(super) fn new(conn: Connection, path: &std::path::Path) -> Result<Self, super::StoreError> {
-        conn.set_prepared_statement_cache_capacity(16);
+        conn.set_prepared_statement_cache_capacity(32);
+        let actors = ActorWriter::load(&conn)?;
         let checkpointer =
             super::checkpoint::Checkpointer::spawn(path).map_err(super::StoreError::Thread)?;
-        Ok(Self {
+        let mut w = Self {
             conn,
             outbox: None,
+            rules: Arc::new(Rules::default()),
+            actors,
+            reevaluating: None,
             _checkpointer: checkpointer,
-        })
+        };
+        w.check_rules()?;
+        Ok(w)
+    }
+
+    /// Puts a listing rule in force. When it differs from the one the database was last
+    /// written under (a new TTL, allowlist, threshold), every actor is re-evaluated, a step at a
+    /// time between batches (see [`Writer::maintain`]).
+    pub fn set_rules(&mut self, rules: Arc<Rules>) -> rusqlite::Result<()> {
+        self.rules = rules;
+        self.check_rules()
+    }
+
+    /// The rule in force (shared with readers and the reload on SIGHUP).
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// Starts a re-evaluation if the rule's fingerprint changed since it was stored.
+    pub fn check_rules(&mut self) -> rusqlite::Result<()> {
+        let fingerprint = self.rules.fingerprint();
+        if super::actors::stored_rules(&self.conn)? != fingerprint {
+            super::actors::store_rules(&self.conn, &fingerprint)?;
+            self.reevaluating = Some(ReevaluatePos::start());
+        }
+        Ok(())
+    }
+
+    /// Upkeep between batches: ends listings whose time is up, and takes one step of a
+    /// re-evaluation in progress. Each in a short transaction of its own. Returns how many
+    /// listings changed.
+    pub fn maintain(&mut self, now_ms: i64) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut changed = self.actors.sweep(&tx, &self.rules, now_ms)?;
+        if let Some(pos) = self.reevaluating.take() {
+            let before = self.actors.seq();
+            self.reevaluating = self.actors.reevaluate_step(&tx, &self.rules, now_ms, pos)?;
+            changed += (self.actors.seq() - before) as u64;
+        }
+        self.actors.finish(&tx)?;
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Whether a re-evaluation is still in progress.
+    pub fn reevaluating(&self) -> bool {
+        self.reevaluating.is_some()
     }
 
     /// From now on, also queue every event for the WebHook.
@@ -63,8 +112,9 @@ impl Writer {
     /// Writes every event of the batch, or none of them.
     pub fn write_batch(&mut self, events: &[Arc<Event>]) -> rusqlite::Result<()> {
         // The summaries change once per distinct address and number, not once per event.
-        let mut ips: HashMap<String, (&str, i64)> = HashMap::new();
-        let mut numbers: HashMap<&str, (&str, i64)> = HashMap::new();
+        let mut ips: HashMap<String, Sighting<'_>> = HashMap::new();
+        let mut numbers: HashMap<&str, Sighting<'_>> = HashMap::new();
+        let mut new_own = Vec::new();
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT_HONEY)?;
@@ -86,11 +136,23 @@ impl Writer {
                         crate::event::Origin::Peer(p) => Some(p.as_str()),
                     },
                 ])?;
-                bump(ips.entry(ip).or_insert((&e.timestamp, 0)), &e.timestamp);
-                bump(
-                    numbers.entry(&e.called_number).or_insert((&e.timestamp, 0)),
-                    &e.timestamp,
-                );
+                let ms = timestamp_ms(&e.timestamp).unwrap_or(0);
+                let author = match &e.origin {
+                    Origin::Local => {
+                        if self.rules.note_own(e.destination.ip()) {
+                            new_own.push(e.destination.ip().to_canonical().to_string());
+                        }
+                        None
+                    }
+                    Origin::Peer(p) => Some(p.as_str()),
+                };
+                ips.entry(ip)
+                    .or_insert_with(|| Sighting::new(&e.timestamp, ms))
+                    .add(&e.timestamp, ms, author);
+                numbers
+                    .entry(&e.called_number)
+                    .or_insert_with(|| Sighting::new(&e.timestamp, ms))
+                    .add(&e.timestamp, ms, author);
             }
             let honey_id = tx.last_insert_rowid();
             if self.outbox.is_some() {
@@ -100,14 +162,17 @@ impl Writer {
                     super::outbox::insert(&tx, &e.uuid.hyphenated().to_string(), &body)?;
                 }
             }
-            let mut upsert = tx.prepare_cached(UPSERT_IP)?;
-            for (ip, (last, count)) in &ips {
-                upsert.execute(rusqlite::params![ip, last, count])?;
+            for (ip, s) in &ips {
+                self.actors.upsert(&tx, Kind::Ip, ip, s, &self.rules)?;
             }
-            let mut upsert = tx.prepare_cached(UPSERT_NUMBER)?;
-            for (number, (last, count)) in &numbers {
-                upsert.execute(rusqlite::params![number, last, count])?;
+            for (number, s) in &numbers {
+                self.actors
+                    .upsert(&tx, Kind::Number, number, s, &self.rules)?;
             }
+            for ip in &new_own {
+                self.actors.unlist(&tx, Kind::Ip, ip)?;
+            }
+            self.actors.finish(&tx)?;
             super::set_watermark(&tx, honey_id)?;
         }
         let Some(outbox) = &self.outbox else {
@@ -146,11 +211,4 @@ impl Writer {
         let _ = outbox.wake.try_send(());
         Ok(())
     }
-}
-
-fn bump<'a>(slot: &mut (&'a str, i64), ts: &'a str) {
-    if ts > slot.0 {
-        slot.0 = ts;
-    }
-    slot.1 += 1;
 }

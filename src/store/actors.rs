@@ -1,0 +1,937 @@
+//! The bad-actor set in the database: the facts the listing rule needs, kept beside upstream's
+//! per-address and per-number summaries (`sentrypeer_ip_addresses`, `sentrypeer_numbers`), and
+//! the verdicts consumers read, each with the change sequence number that last changed it.
+//!
+//! Columns added to each summary table:
+//! - `first_seen_ms`, `last_seen_ms`: first and last sighting, ms since the epoch;
+//! - `local_last_ms`: the last time this node saw it itself (NULL: only peers reported it);
+//! - `corroborated_ms`: from when peers' reports list it (NULL: they do not);
+//! - `announced_until_ms`: the expiry consumers were last told (NULL: not listed);
+//! - `change_seq`: the change that last listed, extended or removed it (0: never listed).
+//!
+//! The writer applies `actors::Rules` as it writes and announces a change only when a listing
+//! starts, ends, or its expiry moves by more than the rule's slack; a sweep ends listings whose
+//! time is up. Readers decide "listed now" from the facts and the clock, so a lookup is exact
+//! to the millisecond even between sweeps.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::actors::export::{Actor, Entry, Origin};
+use crate::actors::{Facts, Kind, Rules, Ttl, is_dialled_number};
+
+/// Our tables for the set: the change counter, and each peer author's latest report per actor.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sentrypeer_actor_state (id INTEGER PRIMARY KEY CHECK (id = 1),
+  change_seq INTEGER NOT NULL, rules TEXT NOT NULL DEFAULT '');
+INSERT OR IGNORE INTO sentrypeer_actor_state (id, change_seq) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS sentrypeer_actor_reports (kind INTEGER NOT NULL, key TEXT NOT NULL,
+  author TEXT NOT NULL, last_ms INTEGER NOT NULL, PRIMARY KEY (kind, key, author)) WITHOUT ROWID;
+";
+
+/// The columns added to both summary tables.
+const COLUMNS: [&str; 6] = [
+    "first_seen_ms",
+    "last_seen_ms",
+    "local_last_ms",
+    "corroborated_ms",
+    "announced_until_ms",
+    "change_seq",
+];
+
+/// Peer authors remembered per actor: enough for any sane corroboration threshold; a bound so a
+/// swarm of identities reporting one address cannot grow the table without end.
+pub const MAX_AUTHORS_PER_ACTOR: i64 = 16;
+
+/// Rows handled per step of a sweep or re-evaluation, so the writer's transactions stay short.
+const STEP_ROWS: i64 = 5_000;
+
+/// Milliseconds since the epoch of a stored `event_timestamp` (ours: UTC with nanoseconds;
+/// upstream's: local time, nanoseconds unpadded), in SQL.
+const TS_MS_SQL: &str =
+    "CAST(round((julianday(substr(ts, 1, 23)) - 2440587.5) * 86400000.0) AS INTEGER)";
+
+/// Table, key column and stored kind number of each kind.
+pub(crate) fn table(kind: Kind) -> (&'static str, &'static str, i64) {
+    match kind {
+        Kind::Ip => ("sentrypeer_ip_addresses", "ip_address", 0),
+        Kind::Number => ("sentrypeer_numbers", "called_number", 1),
+    }
+}
+
+/// Adds the set's columns and indexes; on a database that had none, fills the facts from
+/// `honey` (events with no `received_from_peer` are this node's own sightings). Returns whether
+/// the columns were new.
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.execute_batch(SCHEMA)?;
+    let mut added = false;
+    for kind in [Kind::Ip, Kind::Number] {
+        let (t, _, _) = table(kind);
+        let have: HashSet<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        for c in COLUMNS {
+            if !have.contains(c) {
+                let ty = if c == "change_seq" {
+                    "INTEGER NOT NULL DEFAULT 0"
+                } else {
+                    "INTEGER"
+                };
+                conn.execute_batch(&format!("ALTER TABLE {t} ADD COLUMN {c} {ty}"))?;
+                added = true;
+            }
+        }
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {t}_change ON {t} (change_seq) WHERE change_seq > 0;
+             CREATE INDEX IF NOT EXISTS {t}_announced ON {t} (announced_until_ms)
+               WHERE announced_until_ms IS NOT NULL;"
+        ))?;
+    }
+    if added {
+        backfill(conn, None)?;
+    }
+    Ok(added)
+}
+
+/// Fills first/last/local sightings and peer reports from `honey` rows (all, or those past
+/// `after_honey_id`), for databases written before the set existed or by upstream.
+pub(crate) fn backfill(conn: &Connection, after_honey_id: Option<i64>) -> rusqlite::Result<()> {
+    let after = after_honey_id.unwrap_or(0);
+    let ip = super::NORMALISED_IP_SQL;
+    for kind in [Kind::Ip, Kind::Number] {
+        let (t, col, k) = table(kind);
+        let key = match kind {
+            Kind::Ip => ip.to_string(),
+            Kind::Number => "called_number".to_string(),
+        };
+        conn.execute(
+            &format!(
+                "UPDATE {t} SET
+                   first_seen_ms = min(coalesce(first_seen_ms, f.first), f.first),
+                   last_seen_ms = max(coalesce(last_seen_ms, f.last), f.last),
+                   local_last_ms = CASE WHEN f.local IS NULL THEN local_last_ms
+                     ELSE max(coalesce(local_last_ms, f.local), f.local) END
+                 FROM (SELECT k, min({TS_MS_SQL}) AS first, max({TS_MS_SQL}) AS last,
+                         max(CASE WHEN peer IS NULL THEN {TS_MS_SQL} END) AS local
+                       FROM (SELECT {key} AS k, coalesce(event_timestamp, '') AS ts,
+                               received_from_peer AS peer FROM honey WHERE honey_id > ?1)
+                       WHERE k IS NOT NULL GROUP BY k) AS f
+                 WHERE {t}.{col} = f.k"
+            ),
+            [after],
+        )?;
+        conn.execute(
+            &format!(
+                "INSERT INTO sentrypeer_actor_reports (kind, key, author, last_ms)
+                 SELECT {k}, k, peer, max({TS_MS_SQL}) FROM
+                   (SELECT {key} AS k, coalesce(event_timestamp, '') AS ts, received_from_peer AS peer
+                    FROM honey WHERE honey_id > ?1 AND received_from_peer IS NOT NULL)
+                 WHERE k IS NOT NULL GROUP BY k, peer
+                 ON CONFLICT (kind, key, author) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)"
+            ),
+            [after],
+        )?;
+    }
+    Ok(())
+}
+
+/// What a batch saw of one actor.
+#[derive(Debug, Clone)]
+pub(crate) struct Sighting<'a> {
+    /// The newest `event_timestamp` (upstream's `seen_last`).
+    pub ts: &'a str,
+    pub count: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// The newest local sighting, if any event of the batch was captured here.
+    pub local_ms: Option<i64>,
+    /// Peer authors and their newest report time in the batch.
+    pub authors: Vec<(&'a str, i64)>,
+}
+
+impl<'a> Sighting<'a> {
+    pub(crate) fn new(ts: &'a str, ms: i64) -> Self {
+        Sighting {
+            ts,
+            count: 0,
+            first_ms: ms,
+            last_ms: ms,
+            local_ms: None,
+            authors: Vec::new(),
+        }
+    }
+
+    /// Adds one event: its timestamp, time, and author (`None`: captured here).
+    pub(crate) fn add(&mut self, ts: &'a str, ms: i64, author: Option<&'a str>) {
+        if ts > self.ts {
+            self.ts = ts;
+        }
+        self.count += 1;
+        self.first_ms = self.first_ms.min(ms);
+        self.last_ms = self.last_ms.max(ms);
+        match author {
+            None => self.local_ms = Some(self.local_ms.map_or(ms, |l| l.max(ms))),
+            Some(a) => match self.authors.iter_mut().find(|(x, _)| *x == a) {
+                Some(slot) => slot.1 = slot.1.max(ms),
+                None => self.authors.push((a, ms)),
+            },
+        }
+    }
+}
+
+/// The writer's side: applies the rule to every actor a batch touches.
+#[derive(Debug)]
+pub(crate) struct ActorWriter {
+    /// The last change sequence number handed out (persisted with each transaction that used one).
+    seq: i64,
+    seq_dirty: bool,
+}
+
+impl ActorWriter {
+    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Self> {
+        let seq = conn.query_row(
+            "SELECT change_seq FROM sentrypeer_actor_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(ActorWriter {
+            seq,
+            seq_dirty: false,
+        })
+    }
+
+    /// The last change sequence number handed out.
+    pub(crate) fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// Ends an actor's listing at once (an address found to be this node's own).
+    pub(crate) fn unlist(
+        &mut self,
+        tx: &Transaction<'_>,
+        kind: Kind,
+        key: &str,
+    ) -> rusqlite::Result<()> {
+        if let Some(row) = get(tx, kind, key)? {
+            if row.announced_until_ms.is_some() {
+                self.announce(tx, kind, key, None, row.announced_until_ms, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> i64 {
+        self.seq += 1;
+        self.seq_dirty = true;
+        self.seq
+    }
+
+    /// Persists the counter if this transaction used it.
+    pub(crate) fn finish(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        if std::mem::take(&mut self.seq_dirty) {
+            tx.execute(
+                "UPDATE sentrypeer_actor_state SET change_seq = ?1 WHERE id = 1",
+                [self.seq],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records a batch's sighting of one actor (summary and facts) and announces a change of
+    /// its listing if there is one.
+    pub(crate) fn upsert(
+        &mut self,
+        tx: &Transaction<'_>,
+        kind: Kind,
+        key: &str,
+        s: &Sighting<'_>,
+        rules: &Rules,
+    ) -> rusqlite::Result<()> {
+        let (t, col, _) = table(kind);
+        let row: (Option<i64>, Option<i64>, Option<i64>) = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {t} ({col}, seen_last, seen_count, first_seen_ms, last_seen_ms, local_last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT({col}) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+                   seen_count = seen_count + excluded.seen_count,
+                   first_seen_ms = min(coalesce(first_seen_ms, excluded.first_seen_ms), excluded.first_seen_ms),
+                   last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
+                   local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
+                                       coalesce(excluded.local_last_ms, local_last_ms))
+                 RETURNING local_last_ms, corroborated_ms, announced_until_ms"
+            ))?
+            .query_row(
+                params![key, s.ts, s.count, s.first_ms, s.last_ms, s.local_ms],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        let (local, mut corroborated, announced) = row;
+        if !s.authors.is_empty() {
+            corroborated = self.report(tx, kind, key, &s.authors, rules)?;
+        }
+        let facts = Facts {
+            excluded: excluded(kind, key, rules),
+            local_last_ms: local,
+            corroborated_ms: corroborated,
+        };
+        let slack = rules.ttl.extension_slack_ms();
+        self.announce(tx, kind, key, rules.listed_until(facts), announced, slack)?;
+        Ok(())
+    }
+
+    /// Stores peer authors' reports (keeping the newest few per actor) and returns from when
+    /// they list the actor, which is also stored.
+    fn report(
+        &mut self,
+        tx: &Transaction<'_>,
+        kind: Kind,
+        key: &str,
+        authors: &[(&str, i64)],
+        rules: &Rules,
+    ) -> rusqlite::Result<Option<i64>> {
+        let (t, col, k) = table(kind);
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO sentrypeer_actor_reports (kind, key, author, last_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key, author) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)",
+            )?;
+            for (author, ms) in authors {
+                put.execute(params![k, key, author, ms])?;
+            }
+        }
+        let reports = reports(tx, k, key)?;
+        if reports.len() as i64 > MAX_AUTHORS_PER_ACTOR {
+            tx.prepare_cached(
+                "DELETE FROM sentrypeer_actor_reports WHERE kind = ?1 AND key = ?2 AND author NOT IN
+                   (SELECT author FROM sentrypeer_actor_reports WHERE kind = ?1 AND key = ?2
+                    ORDER BY last_ms DESC LIMIT ?3)",
+            )?
+            .execute(params![k, key, MAX_AUTHORS_PER_ACTOR])?;
+        }
+        let since = rules.corroborated_since(reports.iter().map(|(a, t)| (a.as_str(), *t)));
+        tx.prepare_cached(&format!(
+            "UPDATE {t} SET corroborated_ms = ?2 WHERE {col} = ?1"
+        ))?
+        .execute(params![key, since])?;
+        Ok(since)
+    }
+
+    /// Announces a listing that starts, moves by more than the slack, or ends.
+    fn announce(
+        &mut self,
+        tx: &Transaction<'_>,
+        kind: Kind,
+        key: &str,
+        wanted: Option<i64>,
+        announced: Option<i64>,
+        slack_ms: i64,
+    ) -> rusqlite::Result<bool> {
+        let due = match (wanted, announced) {
+            (None, None) => false,
+            (Some(w), Some(a)) => w.saturating_sub(a) >= slack_ms || w < a,
+            _ => true,
+        };
+        if !due {
+            return Ok(false);
+        }
+        let (t, col, _) = table(kind);
+        let seq = self.next_seq();
+        tx.prepare_cached(&format!(
+            "UPDATE {t} SET announced_until_ms = ?2, change_seq = ?3 WHERE {col} = ?1"
+        ))?
+        .execute(params![key, wanted, seq])?;
+        Ok(true)
+    }
+
+    /// Ends listings whose time is up (or extends those seen again since their last
+    /// announcement): at most `STEP_ROWS` per kind per call. Returns how many changed.
+    pub(crate) fn sweep(
+        &mut self,
+        tx: &Transaction<'_>,
+        rules: &Rules,
+        now_ms: i64,
+    ) -> rusqlite::Result<u64> {
+        let mut changed = 0;
+        for kind in [Kind::Ip, Kind::Number] {
+            let (t, col, _) = table(kind);
+            let due: Vec<(String, Option<i64>, Option<i64>, Option<i64>)> = tx
+                .prepare_cached(&format!(
+                    "SELECT {col}, local_last_ms, corroborated_ms, announced_until_ms FROM {t}
+                     WHERE announced_until_ms IS NOT NULL AND announced_until_ms <= ?1 LIMIT ?2"
+                ))?
+                .query_map(params![now_ms, STEP_ROWS], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (key, local, corroborated, announced) in due {
+                let facts = Facts {
+                    excluded: excluded(kind, &key, rules),
+                    local_last_ms: local,
+                    corroborated_ms: corroborated,
+                };
+                let wanted = rules.listed_until(facts).filter(|w| *w > now_ms);
+                // Due now: any later expiry is announced, however close.
+                if self.announce(tx, kind, &key, wanted, announced, 1)? {
+                    changed += 1;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Applies the rule afresh to every actor after the rule changed (TTL, allowlist,
+    /// corroboration, trusted peers): `after` is the key to resume after, per kind; returns the
+    /// next position, or `None` when done.
+    pub(crate) fn reevaluate_step(
+        &mut self,
+        tx: &Transaction<'_>,
+        rules: &Rules,
+        now_ms: i64,
+        pos: ReevaluatePos,
+    ) -> rusqlite::Result<Option<ReevaluatePos>> {
+        let (t, col, k) = table(pos.kind);
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = tx
+            .prepare_cached(&format!(
+                "SELECT {col}, local_last_ms, announced_until_ms FROM {t}
+                 WHERE {col} > ?1 ORDER BY {col} LIMIT ?2"
+            ))?
+            .query_map(params![pos.after, STEP_ROWS], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let done = (rows.len() as i64) < STEP_ROWS;
+        let last = rows.last().map(|r| r.0.clone());
+        for (key, local, announced) in rows {
+            let reports = reports(tx, k, &key)?;
+            let corroborated =
+                rules.corroborated_since(reports.iter().map(|(a, t)| (a.as_str(), *t)));
+            if !reports.is_empty() {
+                tx.prepare_cached(&format!(
+                    "UPDATE {t} SET corroborated_ms = ?2 WHERE {col} = ?1"
+                ))?
+                .execute(params![key, corroborated])?;
+            }
+            let facts = Facts {
+                excluded: excluded(pos.kind, &key, rules),
+                local_last_ms: local,
+                corroborated_ms: corroborated,
+            };
+            let wanted = rules.listed_until(facts).filter(|w| *w > now_ms);
+            // Re-announce every listing whose expiry differs at all: the TTL may have changed.
+            let wanted_differs = wanted != announced;
+            if wanted_differs {
+                let (t, col, _) = table(pos.kind);
+                let seq = self.next_seq();
+                tx.prepare_cached(&format!(
+                    "UPDATE {t} SET announced_until_ms = ?2, change_seq = ?3 WHERE {col} = ?1"
+                ))?
+                .execute(params![key, wanted, seq])?;
+            }
+        }
+        Ok(match (done, pos.kind) {
+            (false, kind) => Some(ReevaluatePos {
+                kind,
+                after: last.unwrap_or_default(),
+            }),
+            (true, Kind::Ip) => Some(ReevaluatePos {
+                kind: Kind::Number,
+                after: String::new(),
+            }),
+            (true, Kind::Number) => None,
+        })
+    }
+}
+
+/// Where a re-evaluation has got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReevaluatePos {
+    pub kind: Kind,
+    pub after: String,
+}
+
+impl ReevaluatePos {
+    pub(crate) fn start() -> Self {
+        ReevaluatePos {
+            kind: Kind::Ip,
+            after: String::new(),
+        }
+    }
+}
+
+/// The rule's fingerprint stored last, and storing a new one.
+pub(crate) fn stored_rules(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row(
+        "SELECT rules FROM sentrypeer_actor_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+}
+
+pub(crate) fn store_rules(conn: &Connection, fingerprint: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sentrypeer_actor_state SET rules = ?1 WHERE id = 1",
+        [fingerprint],
+    )?;
+    Ok(())
+}
+
+fn reports(conn: &Connection, kind: i64, key: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT author, last_ms FROM sentrypeer_actor_reports WHERE kind = ?1 AND key = ?2",
+    )?
+    .query_map(params![kind, key], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Whether the rule keeps this actor off the list whatever was seen of it.
+fn excluded(kind: Kind, key: &str, rules: &Rules) -> bool {
+    match kind {
+        Kind::Ip => key.parse().map(|ip| rules.excluded(ip)).unwrap_or(true),
+        Kind::Number => !is_dialled_number(key),
+    }
+}
+
+/// One actor as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorRow {
+    pub key: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub count: i64,
+    pub local_last_ms: Option<i64>,
+    pub corroborated_ms: Option<i64>,
+    pub announced_until_ms: Option<i64>,
+    pub change_seq: i64,
+}
+
+impl ActorRow {
+    /// Until when it is listed, if it is listed at `now_ms`.
+    pub fn listed_until(&self, kind: Kind, rules: &Rules, now_ms: i64) -> Option<i64> {
+        self.announced_until_ms?;
+        let facts = Facts {
+            excluded: excluded(kind, &self.key, rules),
+            local_last_ms: self.local_last_ms,
+            corroborated_ms: self.corroborated_ms,
+        };
+        rules.listed_until(facts).filter(|until| *until > now_ms)
+    }
+
+    pub fn origin(&self) -> Origin {
+        Origin {
+            local: self.local_last_ms.is_some(),
+            peers: self.corroborated_ms.is_some(),
+        }
+    }
+
+    /// The export entry for this row: listed, or (in changes mode) removed.
+    pub fn entry(&self, kind: Kind, rules: &Rules, now_ms: i64) -> Entry {
+        match self.listed_until(kind, rules, now_ms) {
+            Some(expires_ms) => Entry::Listed(Actor {
+                key: self.key.clone(),
+                first_seen_ms: self.first_seen_ms,
+                last_seen_ms: self.last_seen_ms,
+                count: self.count,
+                expires_ms,
+                origin: self.origin(),
+            }),
+            None => Entry::Removed(self.key.clone()),
+        }
+    }
+}
+
+const ROW_COLUMNS: &str = "coalesce(first_seen_ms, 0), coalesce(last_seen_ms, 0), seen_count,
+  local_last_ms, corroborated_ms, announced_until_ms, change_seq";
+
+fn row_from(key: String, r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ActorRow> {
+    Ok(ActorRow {
+        key,
+        first_seen_ms: r.get(at)?,
+        last_seen_ms: r.get(at + 1)?,
+        count: r.get(at + 2)?,
+        local_last_ms: r.get(at + 3)?,
+        corroborated_ms: r.get(at + 4)?,
+        announced_until_ms: r.get(at + 5)?,
+        change_seq: r.get(at + 6)?,
+    })
+}
+
+/// One actor, listed or not.
+pub fn get(conn: &Connection, kind: Kind, key: &str) -> rusqlite::Result<Option<ActorRow>> {
+    let (t, col, _) = table(kind);
+    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM {t} WHERE {col} = ?1"))?
+        .query_row([key], |r| row_from(key.to_string(), r, 0))
+        .optional()
+}
+
+/// The newest change sequence number: the cursor an export made now is complete up to.
+pub fn current_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT change_seq FROM sentrypeer_actor_state WHERE id = 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|s| s.max(0) as u64)
+}
+
+/// A page of every actor ever listed, by key, after `after`.
+pub fn page_by_key(
+    conn: &Connection,
+    kind: Kind,
+    after: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<ActorRow>> {
+    let (t, col, _) = table(kind);
+    conn.prepare_cached(&format!(
+        "SELECT {col}, {ROW_COLUMNS} FROM {t}
+         WHERE {col} > ?1 AND announced_until_ms IS NOT NULL ORDER BY {col} LIMIT ?2"
+    ))?
+    .query_map(params![after, limit], |r| row_from(r.get(0)?, r, 1))?
+    .collect()
+}
+
+/// A page of the actors whose listing changed after `after_seq` and up to `upto_seq`, in
+/// change order.
+pub fn page_by_change(
+    conn: &Connection,
+    kind: Kind,
+    after_seq: i64,
+    upto_seq: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<ActorRow>> {
+    let (t, col, _) = table(kind);
+    conn.prepare_cached(&format!(
+        "SELECT {col}, {ROW_COLUMNS} FROM {t}
+         WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq LIMIT ?3"
+    ))?
+    .query_map(params![after_seq, upto_seq, limit], |r| {
+        row_from(r.get(0)?, r, 1)
+    })?
+    .collect()
+}
+
+/// Milliseconds since the epoch of an event timestamp (`YYYY-MM-DD HH:MM:SS[.fraction]`, UTC).
+pub fn timestamp_ms(ts: &str) -> Option<i64> {
+    let b = ts.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = b.get(r)?;
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let ms = match b.get(19) {
+        Some(b'.') => {
+            let frac: Vec<u8> = b
+                .get(20..)?
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .take(3)
+                .copied()
+                .collect();
+            let mut v = 0i64;
+            for i in 0..3 {
+                v = v * 10 + frac.get(i).map_or(0, |c| i64::from(c - b'0'));
+            }
+            v
+        }
+        _ => 0,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + ms)
+}
+
+/// (year, month, day) to days since 1970-01-01 (the inverse of `event::civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actors::{AllowList, Cidr};
+    use crate::event::{Event, Origin as EventOrigin};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn event(source: &str, number: &str, at_ms: i64, origin: EventOrigin) -> Arc<Event> {
+        let mut e = crate::event::tests::sample();
+        e.source = format!("{source}:5060").parse().unwrap();
+        e.destination = "198.51.100.250:5060".parse().unwrap();
+        e.called_number = number.into();
+        e.timestamp = crate::event::format_timestamp(
+            std::time::UNIX_EPOCH + Duration::from_millis(at_ms as u64),
+        );
+        e.uuid = uuid::Uuid::new_v4();
+        e.origin = origin;
+        Arc::new(e)
+    }
+
+    fn local(source: &str, number: &str, at_ms: i64) -> Arc<Event> {
+        event(source, number, at_ms, EventOrigin::Local)
+    }
+
+    fn peer(source: &str, number: &str, at_ms: i64, author: &str) -> Arc<Event> {
+        event(source, number, at_ms, EventOrigin::Peer(author.into()))
+    }
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        writer: crate::store::Writer,
+        rules: Arc<Rules>,
+    }
+
+    fn db(rules: Rules) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut writer = crate::store::open(&path).unwrap().writer;
+        let rules = Arc::new(rules);
+        writer.set_rules(rules.clone()).unwrap();
+        while writer.reevaluating() {
+            writer.maintain(T0).unwrap();
+        }
+        Db {
+            _dir: dir,
+            path,
+            writer,
+            rules,
+        }
+    }
+
+    fn ttl_rules(secs: u64) -> Rules {
+        Rules::new(
+            Ttl::For(Duration::from_secs(secs)),
+            2,
+            ["trusted-peer".to_string()].into(),
+            AllowList::new([Cidr::parse("192.0.2.0/24").unwrap()]),
+        )
+    }
+
+    impl Db {
+        fn listed(&self, kind: Kind, key: &str, now: i64) -> Option<i64> {
+            let conn = Connection::open(&self.path).unwrap();
+            get(&conn, kind, key)
+                .unwrap()
+                .and_then(|r| r.listed_until(kind, &self.rules, now))
+        }
+
+        fn changes(&self, kind: Kind, after: i64) -> Vec<(String, bool)> {
+            let conn = Connection::open(&self.path).unwrap();
+            let upto = current_seq(&conn).unwrap() as i64;
+            page_by_change(&conn, kind, after, upto, 1000)
+                .unwrap()
+                .into_iter()
+                .map(|r| {
+                    let listed = matches!(r.entry(kind, &self.rules, T0 + 500), Entry::Listed(_));
+                    (r.key, listed)
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_local_sighting_lists_the_address_and_a_dialled_number_until_the_ttl_runs_out() {
+        let mut d = db(ttl_rules(60));
+        d.writer
+            .write_batch(&[
+                local("203.0.113.7", "+442012345678", T0),
+                local("203.0.113.7", "admin", T0),
+            ])
+            .unwrap();
+        assert_eq!(d.listed(Kind::Ip, "203.0.113.7", T0 + 1), Some(T0 + 60_000));
+        assert_eq!(
+            d.listed(Kind::Number, "+442012345678", T0 + 1),
+            Some(T0 + 60_000)
+        );
+        assert_eq!(
+            d.listed(Kind::Number, "admin", T0 + 1),
+            None,
+            "a user name is no number"
+        );
+        assert_eq!(
+            d.listed(Kind::Ip, "203.0.113.7", T0 + 60_000),
+            None,
+            "expired"
+        );
+        // The sweep turns the expiry into a change consumers see.
+        let before = d.changes(Kind::Ip, 0);
+        assert_eq!(before, [("203.0.113.7".to_string(), true)]);
+        let seq = current_seq(&Connection::open(&d.path).unwrap()).unwrap() as i64;
+        assert_eq!(d.writer.maintain(T0 + 60_000).unwrap(), 2);
+        assert_eq!(
+            d.changes(Kind::Ip, seq),
+            [("203.0.113.7".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn seen_again_within_the_slack_is_no_change_but_the_lookup_follows_the_newest_sighting() {
+        let mut d = db(ttl_rules(600));
+        d.writer
+            .write_batch(&[local("203.0.113.7", "100", T0)])
+            .unwrap();
+        let seq = current_seq(&Connection::open(&d.path).unwrap()).unwrap() as i64;
+        d.writer
+            .write_batch(&[local("203.0.113.7", "100", T0 + 1_000)])
+            .unwrap();
+        assert!(d.changes(Kind::Ip, seq).is_empty(), "within 1% of the TTL");
+        assert_eq!(d.listed(Kind::Ip, "203.0.113.7", T0), Some(T0 + 601_000));
+        // Past the first announced expiry the sweep re-announces instead of removing.
+        d.writer.maintain(T0 + 600_000).unwrap();
+        assert_eq!(
+            d.changes(Kind::Ip, seq),
+            [("203.0.113.7".to_string(), true)]
+        );
+        // A sighting that moves the expiry by more than the slack is announced at once.
+        let seq = current_seq(&Connection::open(&d.path).unwrap()).unwrap() as i64;
+        d.writer
+            .write_batch(&[local("203.0.113.7", "100", T0 + 100_000)])
+            .unwrap();
+        assert_eq!(d.changes(Kind::Ip, seq).len(), 1);
+    }
+
+    #[test]
+    fn allowlisted_and_own_addresses_are_never_listed() {
+        let mut d = db(ttl_rules(60));
+        d.writer
+            .write_batch(&[
+                local("192.0.2.9", "100", T0),
+                local("198.51.100.250", "100", T0),
+            ])
+            .unwrap();
+        assert_eq!(d.listed(Kind::Ip, "192.0.2.9", T0), None);
+        assert_eq!(d.listed(Kind::Ip, "198.51.100.250", T0), None);
+        assert!(d.changes(Kind::Ip, 0).is_empty());
+    }
+
+    #[test]
+    fn peers_list_only_with_two_authors_or_a_trusted_one() {
+        let mut d = db(ttl_rules(60));
+        d.writer
+            .write_batch(&[
+                peer("203.0.113.1", "100", T0, "a"),
+                peer("203.0.113.2", "200", T0, "trusted-peer"),
+            ])
+            .unwrap();
+        assert_eq!(
+            d.listed(Kind::Ip, "203.0.113.1", T0),
+            None,
+            "one author is a claim"
+        );
+        assert_eq!(d.listed(Kind::Ip, "203.0.113.2", T0), Some(T0 + 60_000));
+        d.writer
+            .write_batch(&[peer("203.0.113.1", "100", T0 + 5_000, "a")])
+            .unwrap();
+        assert_eq!(
+            d.listed(Kind::Ip, "203.0.113.1", T0),
+            None,
+            "the same author twice"
+        );
+        d.writer
+            .write_batch(&[peer("203.0.113.1", "100", T0 + 10_000, "b")])
+            .unwrap();
+        // Listed until the older of the two reports is past the TTL.
+        assert_eq!(
+            d.listed(Kind::Ip, "203.0.113.1", T0 + 10_000),
+            Some(T0 + 65_000)
+        );
+        let conn = Connection::open(&d.path).unwrap();
+        let row = get(&conn, Kind::Ip, "203.0.113.1").unwrap().unwrap();
+        assert_eq!(
+            row.origin(),
+            Origin {
+                local: false,
+                peers: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_rule_reevaluates_every_actor() {
+        let mut d = db(ttl_rules(60));
+        d.writer
+            .write_batch(&[
+                local("203.0.113.7", "100", T0),
+                local("198.51.100.7", "100", T0),
+            ])
+            .unwrap();
+        d.rules
+            .set_allow(AllowList::new([Cidr::parse("203.0.113.0/24").unwrap()]));
+        // Readers follow the new allowlist at once...
+        assert_eq!(d.listed(Kind::Ip, "203.0.113.7", T0), None);
+        let seq = current_seq(&Connection::open(&d.path).unwrap()).unwrap() as i64;
+        // ...and the writer tells consumers.
+        d.writer.check_rules().unwrap();
+        while d.writer.reevaluating() {
+            d.writer.maintain(T0 + 1).unwrap();
+        }
+        assert_eq!(
+            d.changes(Kind::Ip, seq),
+            [("203.0.113.7".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn an_older_database_gets_its_facts_from_honey() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(super::super::UPSTREAM_SCHEMA).unwrap();
+        let ts = crate::event::now_timestamp();
+        conn.execute(
+            "INSERT INTO honey (event_timestamp, source_ip, called_number) VALUES (?1, '203.0.113.5:5060', '999')",
+            [&ts],
+        )
+        .unwrap();
+        drop(conn);
+        let mut writer = crate::store::open(&path).unwrap().writer;
+        while writer.reevaluating() {
+            writer.maintain(crate::actors::now_ms()).unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let row = get(&conn, Kind::Ip, "203.0.113.5").unwrap().unwrap();
+        assert_eq!(row.local_last_ms, timestamp_ms(&ts));
+        assert!(
+            row.listed_until(Kind::Ip, &Rules::default(), crate::actors::now_ms())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn event_timestamps_read_back_as_epoch_milliseconds() {
+        assert_eq!(
+            timestamp_ms("2023-11-14 22:13:20.000000005"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            timestamp_ms("2023-11-14 22:13:20.123456789"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(timestamp_ms("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(timestamp_ms("2000-02-29 00:00:00.5"), Some(951_782_400_500));
+        assert_eq!(timestamp_ms("2000-13-01 00:00:00"), None);
+        assert_eq!(timestamp_ms("garbage"), None);
+        assert_eq!(timestamp_ms(""), None);
+        let now = std::time::SystemTime::now();
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(timestamp_ms(&crate::event::format_timestamp(now)), Some(ms));
+    }
+}
