@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,7 +18,7 @@ use crate::api::{self, ApiState};
 use crate::capture::{self, CaptureContext};
 use crate::config::{Config, ConfigError, Listen};
 use crate::event::Transport;
-use crate::metrics::{Counters, WebhookStats};
+use crate::metrics::Counters;
 use crate::output;
 use crate::pipeline::{OutputStats, PipelineBuilder};
 use crate::store::{self, ReadPool};
@@ -31,15 +30,6 @@ const UDP_RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Pending TCP connections the kernel queues for us.
 const TCP_BACKLOG: i32 = 1024;
-/// Events the database queue holds: over a second at 50,000 probes/s, so a checkpoint or a
-/// cold page cache does not cost a probe. The pipeline also bounds every queue in bytes (1.5 KiB
-/// an event on average: 96 MiB here), so large messages cannot use more.
-const SQLITE_QUEUE: usize = 65_536;
-/// Events the other outputs' queues hold.
-const OUTPUT_QUEUE: usize = 16_384;
-/// How long shutdown waits for the WebHook deliverer: its own drain grace plus a margin for a
-/// busy database. Undelivered events stay in the outbox either way.
-const WEBHOOK_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The addresses the node actually bound, by what they serve.
 #[derive(Debug, Default, Clone)]
@@ -58,13 +48,12 @@ pub struct RunningApp {
     pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
     cancel: CancellationToken,
     intake: TaskTracker,
-    outputs: Vec<JoinHandle<()>>,
-    /// The WebHook deliverer; it ends after the sqlite output (its writer) has.
-    webhook: Option<tokio::task::JoinHandle<()>>,
+    /// The started outputs, in start order; joined in reverse.
+    outputs: Vec<(&'static str, output::Running)>,
     counters: Arc<Counters>,
     stats: Arc<Vec<Arc<OutputStats>>>,
-    /// Reopens the JSON log's file, when there is one.
-    json_log: Option<output::json_log::Reopener>,
+    /// What the outputs asked to do on SIGHUP (reopen the JSON log).
+    on_hangup: Vec<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Startup failed: a bad setting (exit 2) or something else (exit 1).
@@ -96,13 +85,6 @@ impl RunningApp {
             );
         }
         let node_id = opened.node_id;
-        let json_log = match &config.json_log {
-            Some(path) => Some(
-                output::json_log::open(path)
-                    .map_err(|e| ConfigError::new("-l (--json-log-file)", path.display(), e))?,
-            ),
-            None => None,
-        };
         let tls_config = if config.tls.is_empty() {
             None
         } else {
@@ -129,49 +111,44 @@ impl RunningApp {
             .into());
         }
         let sockets = bind_all(&config)?;
-        let mut writer = opened.writer;
-        let (webhook, webhook_stats) = start_webhook(&config, &mut writer)?;
 
-        // Outputs.
+        // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
+        let mut cx = output::BuildContext {
+            node_id,
+            db_file: &config.db_file,
+            counters: counters.clone(),
+            writer: Some(opened.writer),
+            webhook_stats: None,
+            on_hangup: Vec::new(),
+        };
+        let mut built = Vec::new();
+        for c in config.outputs() {
+            let out = c.build(&mut cx).map_err(|e| match e {
+                output::BuildError::Config(e) => StartError::Config(e),
+                output::BuildError::Other(e) => StartError::Other(anyhow::anyhow!(e)),
+            })?;
+            built.push((c.name(), c.queue(), out));
+        }
+        let output::BuildContext {
+            webhook_stats,
+            on_hangup,
+            ..
+        } = cx;
         let mut builder = PipelineBuilder::default();
         let mut outputs = Vec::new();
-        let spawn_err = |e: std::io::Error| {
-            StartError::Other(anyhow::Error::new(e).context("cannot start an output thread"))
-        };
-        outputs.push(
-            output::sqlite::spawn(writer, builder.output("sqlite", SQLITE_QUEUE))
-                .map_err(spawn_err)?,
-        );
-        let json_log = match json_log {
-            Some(log) => {
-                let reopener = log.reopener();
-                outputs.push(
-                    output::json_log::spawn(log, builder.output("json_log", OUTPUT_QUEUE))
-                        .map_err(spawn_err)?,
-                );
-                Some(reopener)
-            }
-            None => None,
-        };
-        if let Some(path) = &config.syslog {
-            let s = output::syslog::Syslog::new(path);
-            outputs.push(
-                output::syslog::spawn(s, builder.output("syslog", OUTPUT_QUEUE))
-                    .map_err(spawn_err)?,
-            );
-        }
-        if config.verbose {
-            outputs.push(
-                output::console::spawn(builder.output("console", OUTPUT_QUEUE))
-                    .map_err(spawn_err)?,
-            );
+        for (name, queue, out) in built {
+            let queue = queue.map(|q| builder.output(name, q.events));
+            let running = out
+                .start(queue)
+                .with_context(|| format!("cannot start the {name} output"))?;
+            outputs.push((name, running));
         }
         #[cfg(feature = "p2p")]
         let peers_queue = config
             .peers
             .as_ref()
-            .map(|_| builder.output("peers", OUTPUT_QUEUE));
+            .map(|_| builder.output("peers", output::OUTPUT_QUEUE_EVENTS));
         let (pipeline, stats) = builder.build();
         let stats = Arc::new(stats);
 
@@ -302,19 +279,20 @@ impl RunningApp {
             cancel,
             intake,
             outputs,
-            webhook,
             counters,
             stats,
-            json_log,
+            on_hangup,
         })
     }
 
     /// Reopens the log files at their paths (SIGHUP, after logrotate moved them away). Never
     /// stops anything; a file that cannot be opened is warned about and the old one kept.
     pub fn reopen_logs(&self) {
-        match &self.json_log {
-            Some(log) => log.reopen(),
-            None => tracing::debug!("No JSON log to reopen."),
+        if self.on_hangup.is_empty() {
+            tracing::debug!("Nothing to reopen on SIGHUP.");
+        }
+        for f in &self.on_hangup {
+            f();
         }
     }
 
@@ -323,42 +301,10 @@ impl RunningApp {
         self.cancel.cancel();
         self.intake.wait().await;
         tracing::info!("Intake stopped; draining outputs.");
-        // On a thread of its own, not the blocking pool: that pool may be busy with a client's
-        // list, and joining must not queue behind it.
-        let outputs = Arc::new(std::sync::Mutex::new(self.outputs));
-        let join_all = move || {
-            let taken = std::mem::take(&mut *outputs.lock().unwrap_or_else(|e| e.into_inner()));
-            for o in taken {
-                let _ = o.join();
-            }
-        };
-        let (joined, all_joined) = tokio::sync::oneshot::channel();
-        let on_thread = join_all.clone();
-        let spawned = std::thread::Builder::new()
-            .name("join-outputs".into())
-            .spawn(move || {
-                on_thread();
-                let _ = joined.send(());
-            });
-        if spawned.is_ok() {
-            let _ = all_joined.await;
-        } else {
-            tracing::warn!(
-                "Cannot start a thread to join the outputs; joining on the blocking pool."
-            );
-            let _ = tokio::task::spawn_blocking(join_all).await;
-        }
-        if let Some(task) = self.webhook {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(WEBHOOK_STOP_TIMEOUT, task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-                tracing::warn!(
-                    "The WebHook deliverer did not stop in time; its events stay in the outbox."
-                );
-            }
+        // In reverse start order: an output fed through another (the WebHook, through the
+        // database writer's outbox) was started before it and is joined after it.
+        for (name, running) in self.outputs.into_iter().rev() {
+            running.join(name).await;
         }
         let accepted = self
             .counters
@@ -390,53 +336,6 @@ impl RunningApp {
             .sum();
         tracing::info!(events_accepted = accepted, rejected, dropped, outputs = %summary.trim(), "Shutdown complete.");
     }
-}
-
-/// The WebHook deliverer's task and its numbers, when enabled.
-type WebhookParts = (
-    Option<tokio::task::JoinHandle<()>>,
-    Option<Arc<WebhookStats>>,
-);
-
-/// Queues every event the writer stores for the WebHook and spawns the deliverer.
-#[cfg(feature = "webhook")]
-fn start_webhook(config: &Config, writer: &mut store::Writer) -> Result<WebhookParts, StartError> {
-    use output::webhook::{self, Deliverer};
-    let Some(w) = &config.webhook else {
-        return Ok((None, None));
-    };
-    let stats = Arc::new(WebhookStats::new(w.outbox_cap));
-    let deliverer = Deliverer::new(w, &config.db_file, stats.clone()).map_err(|e| match e {
-        webhook::StartError::Authorization => StartError::Config(ConfigError::new(
-            "SENTRYPEER_WEBHOOK_AUTHORIZATION",
-            "***",
-            e,
-        )),
-        e => StartError::Other(anyhow::Error::new(e).context("cannot start the WebHook")),
-    })?;
-    let (wake, woken) = tokio::sync::mpsc::channel(1);
-    writer.queue_for_webhook(store::OutboxWriter {
-        cap: w.outbox_cap,
-        wake,
-        stats: stats.clone(),
-    });
-    let endpoint = webhook::endpoint_name(&w.url);
-    tracing::info!(%endpoint, batch = w.batch, outbox_cap = w.outbox_cap, queued = stats.outbox_depth.load(std::sync::atomic::Ordering::Relaxed), "WebHook enabled.");
-    let task = tokio::spawn(
-        deliverer
-            .run(woken)
-            .instrument(tracing::info_span!("webhook", %endpoint)),
-    );
-    Ok((Some(task), Some(stats)))
-}
-
-/// This build has no WebHook (`start` refused a WebHook URL already).
-#[cfg(not(feature = "webhook"))]
-fn start_webhook(
-    _config: &Config,
-    _writer: &mut store::Writer,
-) -> Result<WebhookParts, StartError> {
-    Ok((None, None))
 }
 
 fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {

@@ -226,6 +226,31 @@ impl Env for ProcessEnv {
 }
 
 impl Config {
+    /// The configured outputs, in the order they are built and started (and joined in
+    /// reverse): the WebHook first, since it attaches to the database writer that the sqlite
+    /// output then takes.
+    pub fn outputs(&self) -> Vec<Box<dyn crate::output::OutputConfig>> {
+        use crate::output::{console, json_log, sqlite, syslog};
+        let mut list: Vec<Box<dyn crate::output::OutputConfig>> = Vec::new();
+        #[cfg(feature = "webhook")]
+        if let Some(w) = &self.webhook {
+            list.push(Box::new(w.clone()));
+        }
+        list.push(Box::new(sqlite::SqliteConfig));
+        if let Some(path) = &self.json_log {
+            list.push(Box::new(json_log::JsonLogConfig { path: path.clone() }));
+        }
+        if let Some(socket) = &self.syslog {
+            list.push(Box::new(syslog::SyslogConfig {
+                socket: socket.clone(),
+            }));
+        }
+        if self.verbose {
+            list.push(Box::new(console::ConsoleConfig));
+        }
+        list
+    }
+
     /// Resolves the command line (which already carries the value options' variables) with the
     /// environment's on/off switches and the config file.
     pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {

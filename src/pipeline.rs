@@ -161,6 +161,23 @@ impl OutputQueue {
         self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// `blocking_recv_many`, waiting at most `wait`: `None` when nothing came in time. For
+    /// thread outputs with upkeep to do while idle; `runtime` drives the timer.
+    pub fn blocking_recv_many_for(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        buf: &mut Vec<Arc<Event>>,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Option<usize> {
+        let rx = &mut self.rx;
+        let n = runtime
+            .block_on(async { tokio::time::timeout(wait, rx.recv_many(buf, limit)).await })
+            .ok()?;
+        self.taken(buf, n);
+        Some(n)
+    }
+
     /// The blocking twin of `recv_many`, for outputs that own a thread.
     pub fn blocking_recv_many(&mut self, buf: &mut Vec<Arc<Event>>, limit: usize) -> usize {
         let Some(first) = self.rx.blocking_recv() else {

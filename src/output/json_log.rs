@@ -10,10 +10,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
+use super::{BatchSink, BuildContext, BuildError, OnThread, Output, OutputConfig, QueuePolicy};
+use crate::config::ConfigError;
 use crate::event::Event;
-use crate::pipeline::OutputQueue;
 
 /// Bytes buffered before a write to the file: a batch of a few hundred typical probes per
 /// system call, flushed at the end of every batch anyway.
@@ -60,10 +60,37 @@ fn open_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-pub fn spawn(log: JsonLog, queue: OutputQueue) -> std::io::Result<JoinHandle<()>> {
-    super::spawn_blocking_output(queue, log, |log, batch: &[Arc<Event>]| {
-        log.write(batch).map_err(|e| e.to_string())
-    })
+/// `-j` / `-l PATH`: the JSON log and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonLogConfig {
+    pub path: PathBuf,
+}
+
+impl OutputConfig for JsonLogConfig {
+    fn name(&self) -> &'static str {
+        "json_log"
+    }
+
+    fn queue(&self) -> Option<QueuePolicy> {
+        Some(QueuePolicy {
+            events: super::OUTPUT_QUEUE_EVENTS,
+        })
+    }
+
+    /// Opens the file now, so an unwritable path stops the node at startup; SIGHUP reopens it.
+    fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {
+        let log = open(&self.path)
+            .map_err(|e| ConfigError::new("-l (--json-log-file)", self.path.display(), e))?;
+        let reopener = log.reopener();
+        cx.on_hangup.push(Box::new(move || reopener.reopen()));
+        Ok(Box::new(OnThread(log)))
+    }
+}
+
+impl BatchSink for JsonLog {
+    fn write(&mut self, batch: &[Arc<Event>]) -> Result<(), String> {
+        JsonLog::write(self, batch).map_err(|e| e.to_string())
+    }
 }
 
 impl JsonLog {

@@ -1,6 +1,19 @@
-//! One file per output. Each consumes its queue until it closes (the pipeline's senders are
-//! gone), writes in batches as its medium allows, then flushes and returns: no output needs to
-//! be told to stop.
+//! Outputs: everything that consumes what the node records. One boundary for all of them:
+//!
+//! - an output's settings are a type beside it that implements [`OutputConfig`]: its name, the
+//!   queue it wants, and `build`, which does all fallible setup (open a file, connect, check a
+//!   URL) so that a bad setting stops the node at startup with the option named;
+//! - the built [`Output`] is started on its queue and returns a [`Running`] handle; whether it
+//!   runs on a thread or a task is its own business;
+//! - it consumes its queue until the queue closes (the pipeline's senders are gone), writes in
+//!   batches as its medium allows, then flushes and returns: no output is told to stop.
+//!
+//! `app` starts the configured outputs in one loop, in the order the configuration lists them,
+//! and shutdown joins them in the reverse order (the WebHook, fed by the database writer, is
+//! listed first so that it is joined after the writer).
+//!
+//! Outputs never import `app`; what they share with the rest of the node comes in the
+//! [`BuildContext`].
 
 pub mod console;
 pub mod json_log;
@@ -9,50 +22,197 @@ pub mod syslog;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
+use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::time::Duration;
 
+use uuid::Uuid;
+
+use crate::config::ConfigError;
 use crate::event::Event;
+use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputQueue;
 
 /// The most events an output takes from its queue at once.
 pub const MAX_BATCH: usize = 4096;
 
-/// Runs a blocking output on its own thread: `write` gets each batch as it comes, `finish`
-/// runs once the queue has closed and drained.
-pub fn spawn_blocking_output<S, W>(
-    mut queue: OutputQueue,
-    mut sink: S,
-    write: W,
-) -> std::io::Result<JoinHandle<()>>
-where
-    S: Send + 'static,
-    W: Fn(&mut S, &[Arc<Event>]) -> Result<(), String> + Send + 'static,
-{
-    let name = queue.stats.name;
-    std::thread::Builder::new().name(format!("output-{name}")).spawn(move || {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        // Warn when an output starts failing and when it recovers, not for every batch.
-        let mut failing = false;
-        while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-            match write(&mut sink, &batch) {
-                Ok(()) => {
-                    queue.stats.wrote(batch.len());
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(output = name, "Output writing again.");
-                    }
-                }
-                Err(error) => {
-                    queue.stats.failed(batch.len());
-                    if std::mem::replace(&mut failing, true) {
-                        tracing::debug!(output = name, %error, events = batch.len(), "Output failed to write a batch.");
-                    } else {
-                        tracing::warn!(output = name, %error, events = batch.len(), "Output failing; counting failed events until it recovers.");
-                    }
+/// Events the database queue holds: over a second at 50,000 probes/s, so a checkpoint or a
+/// cold page cache does not cost a probe. The pipeline also bounds every queue in bytes (1.5 KiB
+/// an event on average: 96 MiB here), so large messages cannot use more.
+pub const DATABASE_QUEUE_EVENTS: usize = 65_536;
+/// Events the other outputs' queues hold.
+pub const OUTPUT_QUEUE_EVENTS: usize = 16_384;
+
+/// What an output asks of the pipeline: a queue of this many events (and the byte budget that
+/// goes with it). When full, the pipeline drops the newest event for this output only and
+/// counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePolicy {
+    pub events: usize,
+}
+
+/// What the rest of the node offers an output while it is built.
+pub struct BuildContext<'a> {
+    pub node_id: Uuid,
+    pub db_file: &'a Path,
+    pub counters: Arc<Counters>,
+    /// The database's one writer, until the sqlite output takes it. Outputs fed through the
+    /// database (the WebHook's outbox) attach to it before, which is why they are listed first.
+    pub writer: Option<crate::store::Writer>,
+    /// The WebHook's numbers, for the API, when a WebHook is configured.
+    pub webhook_stats: Option<Arc<WebhookStats>>,
+    /// What to do on SIGHUP (reopen a log file, reread a list), collected from the outputs.
+    pub on_hangup: Vec<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// Why an output could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A bad setting: exit 2, naming the option.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else: exit 1.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An output's settings: resolved from the command line, environment and config file beside
+/// the output, and turned into the running thing by one fallible `build`.
+pub trait OutputConfig {
+    /// The output's name in counters, logs and `/health-check`.
+    fn name(&self) -> &'static str;
+    /// Its queue from the pipeline, or `None` for an output fed otherwise (the WebHook reads the
+    /// outbox the database writer fills).
+    fn queue(&self) -> Option<QueuePolicy>;
+    fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError>;
+}
+
+/// A built output, ready to run from its queue.
+pub trait Output: Send {
+    /// Starts consuming `queue` (`None` when the config asked for none). Must run inside the
+    /// node's tokio runtime.
+    fn start(self: Box<Self>, queue: Option<OutputQueue>) -> std::io::Result<Running>;
+}
+
+/// A started output, which shutdown waits for.
+pub enum Running {
+    /// A thread that ends when its queue closes and it has drained.
+    Thread(std::thread::JoinHandle<()>),
+    /// A task that ends on its own, given at most `grace` once joining starts; what it has not
+    /// done by then it must be able to leave for the next start (the WebHook's outbox).
+    Task {
+        task: tokio::task::JoinHandle<()>,
+        grace: Duration,
+    },
+}
+
+impl Running {
+    /// Waits for the output to finish. A thread is joined on a thread of its own, never on the
+    /// blocking pool, which a client's list may be holding.
+    pub async fn join(self, name: &'static str) {
+        match self {
+            Running::Thread(handle) => {
+                let (done, joined) = tokio::sync::oneshot::channel();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("join-{name}"))
+                    .spawn(move || {
+                        let _ = handle.join();
+                        let _ = done.send(());
+                    });
+                if spawned.is_ok() {
+                    let _ = joined.await;
+                } else {
+                    tracing::warn!(output = name, "Cannot start a thread to join an output.");
                 }
             }
-            batch.clear();
+            Running::Task { task, grace } => {
+                let abort = task.abort_handle();
+                if tokio::time::timeout(grace, task).await.is_err() {
+                    abort.abort();
+                    tracing::warn!(
+                        output = name,
+                        "Output did not stop in time; what it held stays for the next start."
+                    );
+                }
+            }
         }
-        tracing::debug!(output = name, "Output drained and closed.");
-    })
+    }
+}
+
+/// An output that writes batches on a thread of its own (a file, a socket, the database).
+pub trait BatchSink: Send + 'static {
+    /// Writes one batch; an error counts the batch as failed.
+    fn write(&mut self, batch: &[Arc<Event>]) -> Result<(), String>;
+    /// Upkeep the sink needs even when no events come (expiring listings), and how often.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+    fn tick(&mut self) {}
+}
+
+/// A [`BatchSink`] as an [`Output`]: run on its own thread.
+pub struct OnThread<S>(pub S);
+
+impl<S: BatchSink> Output for OnThread<S> {
+    fn start(self: Box<Self>, queue: Option<OutputQueue>) -> std::io::Result<Running> {
+        let queue = queue.ok_or_else(|| std::io::Error::other("a thread output needs a queue"))?;
+        spawn_thread(queue, self.0)
+    }
+}
+
+/// Runs a [`BatchSink`] on its own thread until its queue closes and drains.
+pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::io::Result<Running> {
+    let name = queue.stats.name;
+    let runtime = tokio::runtime::Handle::current();
+    let handle = std::thread::Builder::new()
+        .name(format!("output-{name}"))
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            // Warn when an output starts failing and when it recovers, not for every batch.
+            let mut failing = false;
+            let every = sink.tick_every();
+            let mut last_tick = std::time::Instant::now();
+            loop {
+                let got = match every {
+                    None => queue.blocking_recv_many(&mut batch, MAX_BATCH),
+                    Some(every) => {
+                        let wait = every.saturating_sub(last_tick.elapsed());
+                        match queue.blocking_recv_many_for(&runtime, &mut batch, MAX_BATCH, wait) {
+                            Some(n) => n,
+                            None => {
+                                sink.tick();
+                                last_tick = std::time::Instant::now();
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if got == 0 {
+                    break;
+                }
+                match sink.write(&batch) {
+                    Ok(()) => {
+                        queue.stats.wrote(batch.len());
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(output = name, "Output writing again.");
+                        }
+                    }
+                    Err(error) => {
+                        queue.stats.failed(batch.len());
+                        if std::mem::replace(&mut failing, true) {
+                            tracing::debug!(output = name, %error, events = batch.len(), "Output failed to write a batch.");
+                        } else {
+                            tracing::warn!(output = name, %error, events = batch.len(), "Output failing; counting failed events until it recovers.");
+                        }
+                    }
+                }
+                batch.clear();
+                if every.is_some_and(|every| last_tick.elapsed() >= every) {
+                    sink.tick();
+                    last_tick = std::time::Instant::now();
+                }
+            }
+            tracing::debug!(output = name, "Output drained and closed.");
+        })?;
+    Ok(Running::Thread(handle))
 }

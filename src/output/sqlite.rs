@@ -1,25 +1,58 @@
 //! Writes events to the database: one thread, one connection, one transaction per batch.
 //! A failing batch is retried (a locked or full disk may recover) before it is counted as failed.
+//! Between batches, and at least once a second when idle, the writer does the bad-actor set's
+//! upkeep (listings whose time is up, a re-evaluation after the rule changed).
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::{BatchSink, BuildContext, BuildError, OnThread, Output, OutputConfig, QueuePolicy};
 use crate::event::Event;
-use crate::pipeline::OutputQueue;
 use crate::store::Writer;
 
 /// Attempts per batch before it is given up and counted as failed.
 const WRITE_ATTEMPTS: u32 = 8;
 /// First pause between attempts; doubles each time (about 25 s in all).
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How often the bad-actor set's upkeep runs: an expired listing is announced as removed
+/// within this long of its expiry.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
-pub fn spawn(writer: Writer, queue: OutputQueue) -> std::io::Result<JoinHandle<()>> {
-    super::spawn_blocking_output(queue, writer, |writer, batch: &[Arc<Event>]| {
+/// The database output is always on; its file (`-f`) is opened before the outputs are built,
+/// since the API, the peers and the WebHook read it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteConfig;
+
+impl OutputConfig for SqliteConfig {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn queue(&self) -> Option<QueuePolicy> {
+        Some(QueuePolicy {
+            events: super::DATABASE_QUEUE_EVENTS,
+        })
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {
+        let writer = cx
+            .writer
+            .take()
+            .ok_or_else(|| BuildError::Other("the database writer is already taken".into()))?;
+        Ok(Box::new(OnThread(Database { writer })))
+    }
+}
+
+struct Database {
+    writer: Writer,
+}
+
+impl BatchSink for Database {
+    fn write(&mut self, batch: &[Arc<Event>]) -> Result<(), String> {
         let mut pause = FIRST_RETRY_PAUSE;
         let mut attempt = 1;
         loop {
-            match writer.write_batch(batch) {
+            match self.writer.write_batch(batch) {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "Database write failed; retrying.");
@@ -31,5 +64,15 @@ pub fn spawn(writer: Writer, queue: OutputQueue) -> std::io::Result<JoinHandle<(
                 Err(e) => return Err(e.to_string()),
             }
         }
-    })
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        Some(UPKEEP_EVERY)
+    }
+
+    fn tick(&mut self) {
+        if let Err(error) = self.writer.maintain(crate::actors::now_ms()) {
+            tracing::warn!(%error, "Bad-actor upkeep failed; trying again in a second.");
+        }
+    }
 }

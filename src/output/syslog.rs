@@ -11,11 +11,10 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::{BatchSink, BuildContext, BuildError, OnThread, Output, OutputConfig, QueuePolicy};
 use crate::event::Event;
-use crate::pipeline::OutputQueue;
 
 /// `<PRI>` for facility USER (1) and severity NOTICE (5): 1 * 8 + 5.
 const PRI_USER_NOTICE: u8 = 13;
@@ -104,11 +103,34 @@ impl Syslog {
     }
 }
 
-pub fn spawn(syslog: Syslog, queue: OutputQueue) -> std::io::Result<JoinHandle<()>> {
-    super::spawn_blocking_output(queue, syslog, |s, batch: &[Arc<Event>]| {
-        s.write_batch(batch, Instant::now())
+/// `-s` and `--syslog-socket`: the fail2ban line, and the socket it is sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    pub socket: PathBuf,
+}
+
+impl OutputConfig for SyslogConfig {
+    fn name(&self) -> &'static str {
+        "syslog"
+    }
+
+    fn queue(&self) -> Option<QueuePolicy> {
+        Some(QueuePolicy {
+            events: super::OUTPUT_QUEUE_EVENTS,
+        })
+    }
+
+    /// A missing socket is not an error: syslog may start after the node (see the module doc).
+    fn build(&self, _cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {
+        Ok(Box::new(OnThread(Syslog::new(&self.socket))))
+    }
+}
+
+impl BatchSink for Syslog {
+    fn write(&mut self, batch: &[Arc<Event>]) -> Result<(), String> {
+        self.write_batch(batch, Instant::now())
             .map_err(|e| e.to_string())
-    })
+    }
 }
 
 /// The message part of the line.

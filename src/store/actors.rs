@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::actors::export::{Actor, Entry, Origin};
-use crate::actors::{Facts, Kind, Rules, Ttl, is_dialled_number};
+use crate::actors::{Facts, Kind, Rules, is_dialled_number};
 
 /// Our tables for the set: the change counter, and each peer author's latest report per actor.
 pub(crate) const SCHEMA: &str = "
@@ -663,7 +663,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::actors::{AllowList, Cidr};
+    use crate::actors::{AllowList, Cidr, Ttl};
     use crate::event::{Event, Origin as EventOrigin};
 
     const T0: i64 = 1_700_000_000_000;

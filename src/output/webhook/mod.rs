@@ -105,3 +105,76 @@ impl Deliverer {
         s.run().await;
     }
 }
+
+/// How long shutdown waits for the deliverer: its own drain grace plus a margin for a busy
+/// database. Undelivered events stay in the outbox either way.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+impl super::OutputConfig for WebhookConfig {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    /// Fed by the outbox the database writer fills, not by the pipeline.
+    fn queue(&self) -> Option<super::QueuePolicy> {
+        None
+    }
+
+    /// Opens the outbox and builds the client, then attaches the outbox to the database writer:
+    /// from here on every event written is queued for delivery in the same transaction.
+    fn build(
+        &self,
+        cx: &mut super::BuildContext<'_>,
+    ) -> Result<Box<dyn super::Output>, super::BuildError> {
+        let stats = Arc::new(WebhookStats::new(self.outbox_cap));
+        let deliverer = Deliverer::new(self, cx.db_file, stats.clone()).map_err(|e| match e {
+            StartError::Authorization => super::BuildError::Config(
+                crate::config::ConfigError::new("SENTRYPEER_WEBHOOK_AUTHORIZATION", "***", e),
+            ),
+            e => super::BuildError::Other(format!("cannot start the WebHook: {e}")),
+        })?;
+        let writer = cx.writer.as_mut().ok_or_else(|| {
+            super::BuildError::Other("the WebHook must be built before the database output".into())
+        })?;
+        let (wake, woken) = mpsc::channel(1);
+        writer.queue_for_webhook(crate::store::OutboxWriter {
+            cap: self.outbox_cap,
+            wake,
+            stats: stats.clone(),
+        });
+        let endpoint = endpoint_name(&self.url);
+        tracing::info!(%endpoint, batch = self.batch, outbox_cap = self.outbox_cap, queued = stats.outbox_depth.load(Ordering::Relaxed), "WebHook enabled.");
+        cx.webhook_stats = Some(stats);
+        Ok(Box::new(Running {
+            deliverer,
+            woken,
+            endpoint,
+        }))
+    }
+}
+
+/// The deliverer with the writer's wake-ups, ready to spawn.
+struct Running {
+    deliverer: Deliverer,
+    woken: mpsc::Receiver<()>,
+    endpoint: String,
+}
+
+impl super::Output for Running {
+    fn start(
+        self: Box<Self>,
+        _queue: Option<crate::pipeline::OutputQueue>,
+    ) -> std::io::Result<super::Running> {
+        use tracing::Instrument;
+        let endpoint = self.endpoint;
+        let task = tokio::spawn(
+            self.deliverer
+                .run(self.woken)
+                .instrument(tracing::info_span!("webhook", %endpoint)),
+        );
+        Ok(super::Running::Task {
+            task,
+            grace: STOP_GRACE,
+        })
+    }
+}
