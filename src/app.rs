@@ -111,6 +111,11 @@ impl RunningApp {
             .into());
         }
         let sockets = bind_all(&config)?;
+        let rules = Arc::new(crate::actors::Rules::default());
+        let mut writer = opened.writer;
+        writer
+            .set_rules(rules.clone())
+            .context("applying the bad-actor rule to the database")?;
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
@@ -118,7 +123,7 @@ impl RunningApp {
             node_id,
             db_file: &config.db_file,
             counters: counters.clone(),
-            writer: Some(opened.writer),
+            writer: Some(writer),
             webhook_stats: None,
             on_hangup: Vec::new(),
         };
@@ -236,6 +241,7 @@ impl RunningApp {
                 started,
                 webhook: webhook_stats,
                 p2p: p2p.clone(),
+                rules: rules.clone(),
                 list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,

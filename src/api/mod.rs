@@ -21,6 +21,7 @@ use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListCursor, ListKind, ReadPool};
 
+pub mod blocklist;
 pub mod serve;
 
 /// Full lists streamed at once, and to one source (an IPv6 source per /64), so that slow
@@ -43,12 +44,16 @@ pub struct ApiState {
     pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
     /// Slots for full-list streams ([`MAX_LIST_STREAMS`], [`MAX_LIST_STREAMS_PER_SOURCE`]).
     pub list_streams: Arc<crate::conn_limits::ConnLimits>,
+    /// Who is listed: the rule lookups, lists and exports answer by.
+    pub rules: Arc<crate::actors::Rules>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest,
+    /// A bad query parameter, with what is wrong (our own endpoints).
+    Invalid(String),
     NotFound,
     /// Too many lists are being streamed; the client may try again shortly.
     Busy,
@@ -62,6 +67,9 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "The request data was invalid"}),
             ),
+            ApiError::Invalid(why) => {
+                json_response(StatusCode::BAD_REQUEST, &json!({"error": why}))
+            }
             ApiError::NotFound => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "The requested resource could not be found."}),
@@ -102,6 +110,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/ip-address/{ip}", only_get(get(ip_address)))
         .route("/numbers", only_get(get(numbers)))
         .route("/numbers/{number}", only_get(get(number)))
+        .route(
+            "/blocklist/ip-addresses",
+            only_get(get(blocklist::ip_addresses)),
+        )
+        .route("/blocklist/numbers", only_get(get(blocklist::numbers)))
+        .route("/banned", only_get(get(blocklist::banned)))
+        .route("/banned/{id}", only_get(get(blocklist::banned_since)))
+        .route("/misp/manifest.json", only_get(get(blocklist::misp_manifest)))
+        .route("/misp/hashes.csv", only_get(get(blocklist::misp_hashes)))
+        .route("/misp/{file}", only_get(get(blocklist::misp_event)))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
@@ -337,12 +355,29 @@ async fn number(
     })
 }
 
-/// One chunk of a list, read on the blocking pool, and the list to go on with (none if the
-/// read panicked).
-async fn next_chunk(
+/// A document produced a chunk at a time, each chunk one short read.
+pub(crate) trait Chunks: Send + 'static {
+    fn next_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Option<Vec<u8>>>;
+}
+
+impl Chunks for ListCursor {
+    fn next_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Option<Vec<u8>>> {
+        ListCursor::next_chunk(self, store)
+    }
+}
+
+impl Chunks for crate::store::ExportCursor {
+    fn next_chunk(&mut self, store: &ReadPool) -> rusqlite::Result<Option<Vec<u8>>> {
+        crate::store::ExportCursor::next_chunk(self, store)
+    }
+}
+
+/// One chunk of a document, read on the blocking pool, and the document to go on with (none
+/// if the read panicked).
+async fn next_chunk<C: Chunks>(
     store: Arc<ReadPool>,
-    mut list: ListCursor,
-) -> (Result<Option<Vec<u8>>, String>, Option<ListCursor>) {
+    mut list: C,
+) -> (Result<Option<Vec<u8>>, String>, Option<C>) {
     let joined = tokio::task::spawn_blocking(move || {
         let r = list.next_chunk(&store).map_err(|e| e.to_string());
         (r, list)
@@ -380,13 +415,24 @@ async fn numbers(State(s): State<ApiState>, c: Client) -> Result<Response, ApiEr
 /// has taken the previous one, so a slow reader holds no thread and no snapshot; it holds only
 /// its list slot.
 async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Response, ApiError> {
+    stream_chunks(&s, ListCursor::new(kind), client, "application/json", &[]).await
+}
+
+/// Streams a chunked document under one of the list slots.
+pub(crate) async fn stream_chunks<C: Chunks>(
+    s: &ApiState,
+    doc: C,
+    client: IpAddr,
+    content_type: &'static str,
+    headers: &[(&'static str, String)],
+) -> Result<Response, ApiError> {
     let slot = s.list_streams.admit(client).ok_or(ApiError::Busy)?;
     let store = s.store.clone();
     // The first chunk before the answer, so that a database error is still a clean 500.
-    let (first, list) = next_chunk(store.clone(), ListCursor::new(kind)).await;
+    let (first, list) = next_chunk(store.clone(), doc).await;
     let first = match first {
         Ok(Some(chunk)) => chunk,
-        Ok(None) => return Err(ApiError::Internal("an empty list document".into())),
+        Ok(None) => return Err(ApiError::Internal("an empty document".into())),
         Err(e) => return Err(ApiError::Internal(e)),
     };
     let rest =
@@ -399,9 +445,11 @@ async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Resp
             }
         });
     let body = futures_util::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
-    )
-        .into_response())
+    let mut r = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response();
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
+    Ok(r)
 }

@@ -7,6 +7,7 @@
 
 pub mod actors;
 mod checkpoint;
+mod export;
 pub mod outbox;
 mod read;
 mod write;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
+pub use export::{ExportCursor, ExportRequest, Scope};
 pub use read::{ListCursor, ListKind, ReadPool};
 pub use write::{OutboxWriter, Writer};
 
