@@ -40,10 +40,17 @@ CREATE INDEX IF NOT EXISTS event_uuid_index ON honey (event_uuid);
 ";
 
 /// Keeps the summaries true when an operator deletes events (a false positive, their own PBX):
-/// only for rows the summaries already counted (at or below the watermark).
+/// only for rows the summaries already counted (at or below the watermark), and not while the
+/// writer prunes old events for `--retention` (the summaries and the bad-actor set keep what
+/// those events told).
 const DELETE_TRIGGER: &str = "
-CREATE TRIGGER IF NOT EXISTS sentrypeer_honey_deleted AFTER DELETE ON honey
+DROP TRIGGER IF EXISTS sentrypeer_honey_deleted;
+CREATE TABLE IF NOT EXISTS sentrypeer_retention (id INTEGER PRIMARY KEY CHECK (id = 1),
+  pruning INTEGER NOT NULL DEFAULT 0, pruned INTEGER NOT NULL DEFAULT 0);
+INSERT OR IGNORE INTO sentrypeer_retention (id) VALUES (1);
+CREATE TRIGGER IF NOT EXISTS sentrypeer_honey_deleted_v2 AFTER DELETE ON honey
 WHEN old.honey_id <= (SELECT last_honey_id FROM sentrypeer_summary_state WHERE id = 1)
+  AND (SELECT pruning FROM sentrypeer_retention WHERE id = 1) = 0
 BEGIN
   UPDATE sentrypeer_numbers SET seen_count = seen_count - 1 WHERE called_number = old.called_number;
   DELETE FROM sentrypeer_numbers WHERE called_number = old.called_number AND seen_count <= 0;

@@ -21,6 +21,8 @@ pub struct Writer {
     actors: ActorWriter,
     /// A re-evaluation of every actor under a changed rule, in progress.
     reevaluating: Option<ReevaluatePos>,
+    /// Events older than this are deleted a step at a time (`--retention`); `None` keeps all.
+    retention: Option<std::time::Duration>,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
     _checkpointer: super::checkpoint::Checkpointer,
 }
@@ -35,6 +37,14 @@ pub struct OutboxWriter {
     pub wake: tokio::sync::mpsc::Sender<()>,
     pub stats: Arc<WebhookStats>,
 }
+
+/// Events deleted per transaction under `--retention`: tens of milliseconds, so capture's queue
+/// never waits long behind it.
+const PRUNE_STEP_ROWS: i64 = 5_000;
+/// The writer's time given to pruning per upkeep tick (one a second): a fifth, enough to keep
+/// up with tens of thousands of events a second ageing out, and to clear a backlog of
+/// millions in minutes without stalling capture.
+const PRUNE_TIME_PER_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 const INSERT_HONEY: &str =
     "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip,
@@ -54,6 +64,7 @@ impl Writer {
             rules: Arc::new(Rules::default()),
             actors,
             reevaluating: None,
+            retention: None,
             _checkpointer: checkpointer,
         };
         w.check_rules()?;
@@ -66,6 +77,11 @@ impl Writer {
     pub fn set_rules(&mut self, rules: Arc<Rules>) -> rusqlite::Result<()> {
         self.rules = rules;
         self.check_rules()
+    }
+
+    /// From now on, delete events older than `keep` during upkeep.
+    pub fn set_retention(&mut self, keep: Option<std::time::Duration>) {
+        self.retention = keep;
     }
 
     /// The rule in force (shared with readers and the reload on SIGHUP).
@@ -96,7 +112,36 @@ impl Writer {
         }
         self.actors.finish(&tx)?;
         tx.commit()?;
+        if let Some(keep) = self.retention {
+            let cutoff = now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let started = std::time::Instant::now();
+            while self.prune_before(cutoff)? == PRUNE_STEP_ROWS as u64
+                && started.elapsed() < PRUNE_TIME_PER_TICK
+            {}
+        }
         Ok(changed)
+    }
+
+    /// Deletes up to `PRUNE_STEP_ROWS` events older than `cutoff_ms` in one short transaction,
+    /// keeping the summaries and the bad-actor facts as they were. Returns how many went.
+    pub fn prune_before(&mut self, cutoff_ms: i64) -> rusqlite::Result<u64> {
+        let cutoff = crate::event::format_timestamp(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(cutoff_ms.max(0) as u64),
+        );
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE sentrypeer_retention SET pruning = 1 WHERE id = 1", [])?;
+        let n = tx.execute(
+            "DELETE FROM honey WHERE honey_id IN
+               (SELECT honey_id FROM honey WHERE event_timestamp < ?1 LIMIT ?2)",
+            rusqlite::params![cutoff, PRUNE_STEP_ROWS],
+        )?;
+        tx.execute(
+            "UPDATE sentrypeer_retention SET pruning = 0, pruned = pruned + ?1 WHERE id = 1",
+            [n as i64],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
     }
 
     /// Whether a re-evaluation is still in progress.
