@@ -9,6 +9,7 @@
 //! the stored expiry with the clock (and the allowlist, which may have changed since).
 
 pub mod allow;
+pub mod config;
 pub mod export;
 
 use std::collections::HashSet;
