@@ -76,6 +76,12 @@ impl RunningApp {
     /// Starts everything; must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         let started = Instant::now();
+        if let Some(path) = &config.created_config_file {
+            tracing::info!(file = %path.display(), "Wrote a config file with upstream's defaults: it did not exist.");
+        }
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
         let opened = store::open(&config.db_file)
             .map_err(|e| ConfigError::new("-f (--db-file)", config.db_file.display(), e))?;
         if opened.summarised > 0 {

@@ -45,7 +45,8 @@ pub struct Cli {
     #[arg(short = 'p', long = "peer-to-peer")]
     pub peer_to_peer: bool,
 
-    /// Peer bootstrap node: a multiaddr or HOST:PORT
+    /// Peer bootstrap node (repeatable): a host name or IP address (port 4222, QUIC and TCP),
+    /// HOST:PORT, or a multiaddr; needs -p
     #[arg(
         short = 'b',
         long = "bootstrap-node",
@@ -92,7 +93,7 @@ pub struct Cli {
     #[arg(long = "api-listen", value_name = "ADDR")]
     pub api_listen: Vec<String>,
 
-    /// POST every event as JSON to this URL
+    /// POST every event as JSON to this URL (env SENTRYPEER_WEBHOOK alone: http://localhost:4000/api/events)
     #[arg(
         short = 'w',
         long = "webhook-url",
@@ -101,7 +102,7 @@ pub struct Cli {
     )]
     pub webhook_url: Option<String>,
 
-    /// OAuth 2 client-credentials id for the WebHook bearer token
+    /// OAuth 2 client-credentials id for the WebHook bearer token (no effect without a WebHook)
     #[arg(
         short = 'i',
         long = "oauth2-client-id",
@@ -210,7 +211,8 @@ pub struct Cli {
     #[arg(long = "tcp-listen", value_name = "ADDR")]
     pub tcp_listen: Vec<String>,
 
-    /// TOML config file [default: <config dir>/sentrypeer/default-config.toml]
+    /// TOML config file, written with upstream's defaults if it does not exist [default:
+    /// <config dir>/sentrypeer/default-config.toml, read only if it exists]
     #[arg(
         short = 'g',
         long = "config-file",

@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 
-/// Upstream's WebHook URL when enabled with `SENTRYPEER_WEBHOOK` and no URL.
-pub const DEFAULT_WEBHOOK_URL: &str = "https://sentrypeer.com/api/events";
+/// Upstream's WebHook URL when enabled with `SENTRYPEER_WEBHOOK` and no URL: a receiver on this
+/// machine. No default may send events (with their whole SIP messages) anywhere else.
+pub const DEFAULT_WEBHOOK_URL: &str = "http://localhost:4000/api/events";
 /// Upstream's OAuth 2 token endpoint.
 pub const DEFAULT_OAUTH2_TOKEN_URL: &str = "https://authz.sentrypeer.com/oauth/token";
 /// Upstream's OAuth 2 audience.
@@ -31,6 +32,16 @@ pub const DEFAULT_WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(300);
 const MAX_WEBHOOK_MAX_BACKOFF_SECS: u64 = 86_400;
 /// What a responsive node calls itself: a common FreePBX/Asterisk build, so probes see a PBX.
 pub const DEFAULT_SERVER_HEADER: &str = "FPBX-16.0.40.7(18.20.2)";
+
+/// What `-g PATH` writes when PATH does not exist, as upstream does: upstream's defaults.
+pub const NEW_CONFIG_FILE: &str = "\
+# SentryPeer configuration, written with upstream's defaults because this file did not exist.
+# Every long option has a key here (see the README); command-line options and SENTRYPEER_*
+# variables take precedence over this file.
+cert = \"cert.pem\"
+key = \"key.pem\"
+tls_listen_address = \"0.0.0.0:5061\"
+";
 
 /// Where the peer network listens by default: QUIC on upstream's UDP port, and TCP beside it.
 pub const DEFAULT_P2P_LISTEN: [&str; 2] =
@@ -209,6 +220,10 @@ pub struct Config {
     pub debug: bool,
     pub webhook: Option<WebhookConfig>,
     pub peers: Option<PeerConfig>,
+    /// Settings that were accepted but do nothing, to be logged once logging is up.
+    pub warnings: Vec<String>,
+    /// The config file `-g` named, written with upstream's defaults because it did not exist.
+    pub created_config_file: Option<PathBuf>,
 }
 
 /// Reads the environment through a function, so tests need not touch the process's.
@@ -254,7 +269,8 @@ impl Config {
     /// Resolves the command line (which already carries the value options' variables) with the
     /// environment's on/off switches and the config file.
     pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {
-        let file = load_file(cli.config_file.as_deref(), env)?;
+        let (file, created_config_file) = load_file(cli.config_file.as_deref(), env)?;
+        let mut warnings = Vec::new();
         let on = |flag: bool, var: &str, file: Option<bool>| {
             flag || env.get(var).is_some() || file.unwrap_or(false)
         };
@@ -343,6 +359,17 @@ impl Config {
             .or(file.oauth2_audience)
             .unwrap_or_else(|| DEFAULT_OAUTH2_AUDIENCE.into());
         let oauth2 = match (client_id, client_secret) {
+            // Upstream starts with OAuth 2 credentials and no WebHook: they have no effect.
+            (id, secret) if webhook_url.is_none() => {
+                if id.is_some() || secret.is_some() {
+                    warnings.push(
+                        "OAuth 2 credentials (-i/-c) are set but no WebHook URL (-w or \
+                         SENTRYPEER_WEBHOOK): they have no effect."
+                            .to_string(),
+                    );
+                }
+                None
+            }
             (Some(client_id), Some(client_secret)) => {
                 check_url("--oauth2-token-url", &token_url)?;
                 Some(OAuth2Config {
@@ -426,13 +453,6 @@ impl Config {
                     max_backoff,
                 })
             }
-            None if oauth2.is_some() => {
-                return Err(ConfigError::new(
-                    "-i (--oauth2-client-id)",
-                    "***",
-                    "needs a WebHook URL (-w)",
-                ));
-            }
             None => None,
         };
 
@@ -442,6 +462,12 @@ impl Config {
             file.peer_to_peer,
         );
         let bootstrap = pick(cli.bootstrap_node, file.bootstrap_node);
+        if !peer_to_peer && !bootstrap.is_empty() {
+            warnings.push(format!(
+                "A bootstrap peer (-b {}) is set but peer to peer is off (no -p): it has no effect.",
+                bootstrap.join(", -b ")
+            ));
+        }
         let mut p2p_listen = pick(cli.p2p_listen, file.p2p_listen);
         if p2p_listen.is_empty() {
             p2p_listen = DEFAULT_P2P_LISTEN.iter().map(|s| s.to_string()).collect();
@@ -509,6 +535,8 @@ impl Config {
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
             webhook,
             peers,
+            warnings,
+            created_config_file,
         })
     }
 }
@@ -557,23 +585,71 @@ fn default_config_path(env: &dyn Env) -> Option<PathBuf> {
     Some(base.join("sentrypeer").join("default-config.toml"))
 }
 
-fn load_file(given: Option<&Path>, env: &dyn Env) -> Result<FileConfig, ConfigError> {
+/// Reads the config file: the one `-g` names (written with upstream's defaults if it does not
+/// exist, as upstream does), else the default one if it exists (never written). Returns the
+/// file's settings and, when `-g`'s file was written, its path.
+fn load_file(
+    given: Option<&Path>,
+    env: &dyn Env,
+) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let err = |path: &Path, e: &dyn fmt::Display| {
+        ConfigError::new("-g (--config-file)", path.display(), e)
+    };
     let (path, required) = match given {
         Some(p) => (p.to_path_buf(), true),
         None => match default_config_path(env) {
             Some(p) => (p, false),
-            None => return Ok(FileConfig::default()),
+            None => return Ok((FileConfig::default(), None)),
         },
     };
+    let mut created = None;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(FileConfig::default());
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok((FileConfig::default(), None));
         }
-        Err(e) => return Err(ConfigError::new("-g (--config-file)", path.display(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if create_default_file(&path).map_err(|e| err(&path, &e))? {
+                created = Some(path.clone());
+            }
+            std::fs::read_to_string(&path).map_err(|e| err(&path, &e))?
+        }
+        Err(e) => return Err(err(&path, &e)),
     };
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::new("-g (--config-file)", path.display(), e.message()))
+    let file = toml::from_str(&text).map_err(|e| {
+        // One line, as every startup error: the parser's message can span several.
+        let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        match e.span() {
+            Some(at) => {
+                let before = &text.as_bytes()[..at.start.min(text.len())];
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                err(&path, &format_args!("line {line}: {message}"))
+            }
+            None => err(&path, &message),
+        }
+    })?;
+    Ok((file, created))
+}
+
+/// Writes [`NEW_CONFIG_FILE`] at `path`, and its directory if missing. Returns false if another
+/// process wrote the file first (it is then read as it is).
+fn create_default_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    f.write_all(NEW_CONFIG_FILE.as_bytes())?;
+    f.sync_all()?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -677,8 +753,132 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && dbg.contains("***"), "{dbg}");
-        let c = resolve(&[], &env(&[("SENTRYPEER_WEBHOOK", "1")])).unwrap();
-        assert_eq!(c.webhook.unwrap().url, DEFAULT_WEBHOOK_URL);
+    }
+
+    #[test]
+    fn the_default_webhook_url_is_upstreams_on_this_machine() {
+        for value in ["1", "0", ""] {
+            let c = resolve(&[], &env(&[("SENTRYPEER_WEBHOOK", value)])).unwrap();
+            let w = c.webhook.unwrap();
+            assert_eq!(w.url, "http://localhost:4000/api/events");
+            assert!(w.oauth2.is_none());
+        }
+        // A URL given wins over the default.
+        let c = resolve(
+            &["-w", "http://127.0.0.1:1/x"],
+            &env(&[("SENTRYPEER_WEBHOOK", "1")]),
+        )
+        .unwrap();
+        assert_eq!(c.webhook.unwrap().url, "http://127.0.0.1:1/x");
+        assert!(resolve(&[], &env(&[])).unwrap().webhook.is_none());
+    }
+
+    #[test]
+    fn oauth2_without_a_webhook_url_starts_with_a_warning() {
+        for args in [
+            &["-i", "id", "-c", "hunter2"][..],
+            &["-i", "id"][..],
+            &["-c", "hunter2"][..],
+            &[
+                "-i",
+                "id",
+                "-c",
+                "hunter2",
+                "--oauth2-token-url",
+                "nonsense",
+            ][..],
+        ] {
+            let c = resolve(args, &env(&[])).unwrap();
+            assert!(c.webhook.is_none(), "{args:?}");
+            assert_eq!(c.warnings.len(), 1, "{args:?}");
+            assert!(
+                c.warnings[0].contains("-i/-c") && c.warnings[0].contains("no effect"),
+                "{:?}",
+                c.warnings
+            );
+            assert!(!format!("{c:?}").contains("hunter2"));
+        }
+        // With the default URL, the credentials are used.
+        let c = resolve(
+            &["-i", "id", "-c", "hunter2"],
+            &env(&[("SENTRYPEER_WEBHOOK", "1")]),
+        )
+        .unwrap();
+        assert_eq!(c.webhook.unwrap().oauth2.unwrap().client_id, "id");
+        assert!(c.warnings.is_empty());
+        assert!(resolve(&[], &env(&[])).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn a_bootstrap_node_without_p2p_is_kept_with_a_warning() {
+        let c = resolve(&["-b", "bootstrap.example.org"], &env(&[])).unwrap();
+        assert!(c.peers.is_none());
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].contains("-b bootstrap.example.org") && c.warnings[0].contains("-p"),
+            "{:?}",
+            c.warnings
+        );
+        let c = resolve(&["-p", "-b", "bootstrap.example.org"], &env(&[])).unwrap();
+        assert_eq!(c.peers.unwrap().bootstrap, ["bootstrap.example.org"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_missing_config_file_named_by_g_is_written_with_upstreams_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not").join("yet").join("sentrypeer.toml");
+        let p = path.to_str().unwrap();
+        let c = resolve(&["-g", p], &env(&[])).unwrap();
+        assert_eq!(c.created_config_file.as_deref(), Some(path.as_path()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with('#'), "{text}");
+        let t: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(t.len(), 3, "{text}");
+        assert_eq!(t["cert"].as_str(), Some("cert.pem"));
+        assert_eq!(t["key"].as_str(), Some("key.pem"));
+        assert_eq!(t["tls_listen_address"].as_str(), Some("0.0.0.0:5061"));
+        assert_eq!(c.tls_files.cert, PathBuf::from("cert.pem"));
+        assert_eq!(c.tls_files.key, PathBuf::from("key.pem"));
+        assert_eq!(c.tls.len(), 1);
+        assert_eq!(c.tls[0].addr, "0.0.0.0:5061".parse().unwrap());
+
+        // Read, not written, the next time; a user's edits stay.
+        std::fs::write(&path, "cert = \"mine.pem\"\n").unwrap();
+        let c = resolve(&["-g", p], &env(&[])).unwrap();
+        assert!(c.created_config_file.is_none());
+        assert_eq!(c.tls_files.cert, PathBuf::from("mine.pem"));
+    }
+
+    #[test]
+    fn a_malformed_config_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "cert = [unclosed\n").unwrap();
+        let e = resolve(&["-g", path.to_str().unwrap()], &env(&[])).unwrap_err();
+        assert!(e.option.contains("config-file"), "{e}");
+        assert_eq!(e.value, path.display().to_string());
+        assert!(
+            !e.to_string().contains('\n') && e.reason.starts_with("line 1: "),
+            "{e}"
+        );
+        // A directory where the file should be is not overwritten either.
+        let e = resolve(&["-g", dir.path().to_str().unwrap()], &env(&[])).unwrap_err();
+        assert!(e.option.contains("config-file"), "{e}");
+    }
+
+    #[test]
+    fn the_default_config_file_is_read_if_present_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let xdg = dir.path().to_str().unwrap();
+        let default = dir.path().join("sentrypeer").join("default-config.toml");
+        let c = resolve(&[], &env(&[("XDG_CONFIG_HOME", xdg)])).unwrap();
+        assert!(c.created_config_file.is_none());
+        assert!(!default.exists() && !dir.path().join("sentrypeer").exists());
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+        std::fs::write(&default, "cert = \"xdg.pem\"\n").unwrap();
+        let c = resolve(&[], &env(&[("XDG_CONFIG_HOME", xdg)])).unwrap();
+        assert_eq!(c.tls_files.cert, PathBuf::from("xdg.pem"));
     }
 
     #[test]

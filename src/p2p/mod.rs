@@ -20,6 +20,8 @@ pub mod standing;
 pub mod validate;
 
 #[cfg(feature = "p2p")]
+mod bootstrap;
+#[cfg(feature = "p2p")]
 mod identity;
 #[cfg(feature = "p2p")]
 mod node;

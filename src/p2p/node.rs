@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::bootstrap::{self, Bootstrap};
 use super::catchup::{self, Cursor, PeerAddrs, Request, Response};
 use super::standing::{Ledger, Limiter, OUTBOUND_LIMITS, PER_AUTHOR_LIMITS};
 use super::validate::{self, Policy};
@@ -165,6 +166,8 @@ pub async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
 
     let (served_tx, served_rx) = mpsc::channel(SERVED_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(QUERY_QUEUE);
+    // One lookup per name at a time: sending never waits.
+    let (resolved_tx, resolved_rx) = mpsc::channel(bootstrap.len().max(1));
     let now = Instant::now();
     let mut node = Node {
         swarm,
@@ -181,6 +184,8 @@ pub async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
         outbound: Limiter::new(OUTBOUND_LIMITS, now),
         seen: Seen::default(),
         bootstrap,
+        resolved_tx,
+        resolving: 0,
         startup_cursor,
         resume: HashMap::new(),
         requests: HashMap::new(),
@@ -221,7 +226,7 @@ pub async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
             );
         }
     }
-    node.dial_bootstrap().await;
+    node.dial_bootstrap();
 
     let handle = P2pHandle::new(
         peer_id.to_string(),
@@ -231,7 +236,7 @@ pub async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
     );
     let cancel = s.cancel;
     s.tracker.spawn(
-        node.run(s.queue, query_rx, served_rx, cancel)
+        node.run(s.queue, query_rx, served_rx, resolved_rx, cancel)
             .instrument(tracing::info_span!("p2p", %peer_id)),
     );
     Ok(handle)
@@ -421,65 +426,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// A bootstrap peer as given: a multiaddr, or `host:port` (QUIC and TCP on that port, the
-/// host resolved again at each attempt).
-#[derive(Debug, Clone)]
-enum Bootstrap {
-    Addr(Multiaddr),
-    HostPort(String),
-}
-
-impl Bootstrap {
-    fn parse(s: &str) -> Result<Bootstrap, ConfigError> {
-        let s = s.trim();
-        if s.starts_with('/') {
-            return s
-                .parse()
-                .map(Bootstrap::Addr)
-                .map_err(|e| ConfigError::new("-b (--bootstrap-node)", s, e));
-        }
-        let ok = s
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if ok {
-            Ok(Bootstrap::HostPort(s.to_string()))
-        } else {
-            Err(ConfigError::new(
-                "-b (--bootstrap-node)",
-                s,
-                "expected a multiaddr (/ip4/192.0.2.1/udp/4222/quic-v1) or HOST:PORT",
-            ))
-        }
-    }
-
-    async fn addrs(&self) -> Vec<Multiaddr> {
-        match self {
-            Bootstrap::Addr(ma) => vec![ma.clone()],
-            Bootstrap::HostPort(hp) => match tokio::net::lookup_host(hp.as_str()).await {
-                Ok(addrs) => addrs
-                    .flat_map(|sa| {
-                        let ip = match sa.ip() {
-                            IpAddr::V4(v4) => Protocol::Ip4(v4),
-                            IpAddr::V6(v6) => Protocol::Ip6(v6),
-                        };
-                        let base = Multiaddr::empty().with(ip);
-                        [
-                            base.clone()
-                                .with(Protocol::Udp(sa.port()))
-                                .with(Protocol::QuicV1),
-                            base.with(Protocol::Tcp(sa.port())),
-                        ]
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(bootstrap = %hp, error = %e, "Cannot resolve the bootstrap peer; will retry.");
-                    vec![]
-                }
-            },
-        }
-    }
-}
-
 /// Recent event UUIDs, oldest forgotten first.
 #[derive(Default)]
 struct Seen {
@@ -507,6 +453,12 @@ impl Seen {
 enum Pending {
     CatchUp { peer: PeerId, pages: u32, new: u64 },
     Peers,
+}
+
+/// A bootstrap host name's addresses, looked up beside the network task.
+struct Resolved {
+    name: String,
+    addrs: std::io::Result<Vec<Multiaddr>>,
 }
 
 struct Served {
@@ -537,6 +489,9 @@ struct Node {
     outbound: Limiter,
     seen: Seen,
     bootstrap: Vec<Bootstrap>,
+    /// Where bootstrap host names' addresses come back, and how many lookups are under way.
+    resolved_tx: mpsc::Sender<Resolved>,
+    resolving: usize,
     startup_cursor: Cursor,
     /// Where catch-up resumes with a peer we were connected to earlier in this run.
     resume: HashMap<PeerId, Cursor>,
@@ -607,6 +562,7 @@ impl Node {
         mut queue: OutputQueue,
         mut query: mpsc::Receiver<oneshot::Sender<PeersSnapshot>>,
         mut served: mpsc::Receiver<Served>,
+        mut resolved: mpsc::Receiver<Resolved>,
         cancel: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -629,7 +585,8 @@ impl Node {
                     let _ = reply.send(self.snapshot());
                 }
                 Some(s) = served.recv() => self.respond(s),
-                _ = tick.tick() => self.on_tick().await,
+                Some(r) = resolved.recv() => self.on_resolved(r),
+                _ = tick.tick() => self.on_tick(),
             }
         }
         tracing::info!("Peer-to-peer node stopped.");
@@ -1114,15 +1071,42 @@ impl Node {
         }
     }
 
-    async fn dial_bootstrap(&mut self) {
+    /// Dials every bootstrap peer: addresses at once; host names once looked up, beside this
+    /// task (a slow resolver must not stall the network), one lookup per name at a time.
+    fn dial_bootstrap(&mut self) {
         self.last_redial = Instant::now();
+        let lookups = self.resolving == 0;
         for b in self.bootstrap.clone() {
-            for addr in b.addrs().await {
-                tracing::debug!(%addr, "Dialling a bootstrap peer.");
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, error = %e, "Cannot dial the bootstrap peer.");
+            match (b.literal_addrs(), b) {
+                (Some(addrs), _) => addrs.into_iter().for_each(|a| self.dial_bootstrap_addr(a)),
+                (None, Bootstrap::Name { host, port }) if lookups => {
+                    self.resolving += 1;
+                    let tx = self.resolved_tx.clone();
+                    tokio::spawn(async move {
+                        let addrs = bootstrap::resolve(&host, port).await;
+                        let name = format!("{host}:{port}");
+                        let _ = tx.send(Resolved { name, addrs }).await;
+                    });
                 }
+                (None, _) => {}
             }
+        }
+    }
+
+    fn on_resolved(&mut self, r: Resolved) {
+        self.resolving = self.resolving.saturating_sub(1);
+        match r.addrs {
+            Ok(addrs) => addrs.into_iter().for_each(|a| self.dial_bootstrap_addr(a)),
+            Err(e) => {
+                tracing::warn!(bootstrap = %r.name, error = %e, "Cannot resolve the bootstrap peer; will retry.");
+            }
+        }
+    }
+
+    fn dial_bootstrap_addr(&mut self, addr: Multiaddr) {
+        tracing::debug!(%addr, "Dialling a bootstrap peer.");
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "Cannot dial the bootstrap peer.");
         }
     }
 
@@ -1231,7 +1215,7 @@ impl Node {
     }
 
     /// Every second: standings become gossipsub scores; lost peers are looked for again.
-    async fn on_tick(&mut self) {
+    fn on_tick(&mut self) {
         let now = Instant::now();
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for p in &peers {
@@ -1245,7 +1229,7 @@ impl Node {
             && !self.bootstrap.is_empty()
             && now.duration_since(self.last_redial) >= REDIAL_INTERVAL
         {
-            self.dial_bootstrap().await;
+            self.dial_bootstrap();
         }
         self.exchange_peers(&peers, now);
     }
@@ -1371,36 +1355,6 @@ enum Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bootstrap_takes_a_multiaddr_or_host_port() {
-        assert!(matches!(
-            Bootstrap::parse("/ip4/127.0.0.1/tcp/4222"),
-            Ok(Bootstrap::Addr(_))
-        ));
-        assert!(matches!(
-            Bootstrap::parse("bootstrap.example.org:4222"),
-            Ok(Bootstrap::HostPort(_))
-        ));
-        assert!(matches!(
-            Bootstrap::parse("127.0.0.1:4222"),
-            Ok(Bootstrap::HostPort(_))
-        ));
-        for bad in ["/ip4/nonsense", "host", "host:0", ":4222", "host:port"] {
-            let e = Bootstrap::parse(bad).unwrap_err();
-            assert!(e.option.contains("bootstrap"), "{bad}: {e}");
-        }
-    }
-
-    #[tokio::test]
-    async fn host_port_dials_quic_and_tcp_on_that_port() {
-        let addrs = Bootstrap::parse("127.0.0.1:4222").unwrap().addrs().await;
-        let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        assert_eq!(
-            addrs,
-            ["/ip4/127.0.0.1/udp/4222/quic-v1", "/ip4/127.0.0.1/tcp/4222"]
-        );
-    }
 
     #[test]
     fn the_score_parameters_are_valid() {

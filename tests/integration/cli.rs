@@ -121,3 +121,97 @@ fn environment_switches_work_even_set_to_zero() {
         .map(|t| t.lines().count() == 1 && t.contains("\"sip_user_agent\":\"env\""))
         .unwrap_or(false)));
 }
+
+/// `SENTRYPEER_WEBHOOK` with no URL posts to upstream's default on this machine, and nowhere else.
+#[cfg(feature = "webhook")]
+#[test]
+fn the_default_webhook_endpoint_is_on_this_machine() {
+    let node = Node::start_with(NodeOptions {
+        envs: vec![("SENTRYPEER_WEBHOOK", "1".into())],
+        ..Default::default()
+    });
+    let log = node.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("WebHook enabled."))
+        .unwrap_or_else(|| panic!("no WebHook line:\n{log}"));
+    assert!(line.contains(" endpoint=http://localhost:4000 "), "{line}");
+}
+
+/// Deployments that set only the OAuth 2 variables keep starting, as upstream's do.
+#[test]
+fn oauth2_credentials_without_a_webhook_url_start_with_a_warning() {
+    let node = Node::start_with(NodeOptions {
+        envs: vec![
+            ("SENTRYPEER_OAUTH2_CLIENT_ID", "id".into()),
+            ("SENTRYPEER_OAUTH2_CLIENT_SECRET", "hunter2".into()),
+        ],
+        ..Default::default()
+    });
+    let log = node.log_text();
+    assert!(
+        log.contains("WARN") && log.contains("-i/-c") && log.contains("no effect"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("WebHook enabled.") && !log.contains("hunter2"),
+        "{log}"
+    );
+    let node = Node::start(&["-i", "id", "-c", "hunter2"]);
+    assert!(node.log_text().contains("no effect"), "{}", node.log_text());
+}
+
+/// Upstream accepts `-b` without `-p`; so do we, and say it does nothing.
+#[test]
+fn a_bootstrap_node_without_p2p_starts_with_a_warning() {
+    let node = Node::start(&["-b", "bootstrap.example.org"]);
+    let log = node.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("-b bootstrap.example.org"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("no effect"),
+        "{warning}"
+    );
+}
+
+/// `-g` naming a file that does not exist writes it with upstream's defaults and starts, as
+/// upstream does; a malformed file is exit 2 naming it.
+#[test]
+fn a_missing_config_file_is_written_and_a_malformed_one_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join("etc")
+        .join("sentrypeer")
+        .join("config.toml");
+    let node = Node::start(&["-g", path.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", path.display(), node.log_text()));
+    for line in [
+        "cert = \"cert.pem\"",
+        "key = \"key.pem\"",
+        "tls_listen_address = \"0.0.0.0:5061\"",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(text.starts_with('#'), "{text}");
+    assert!(
+        node.log_text().contains("Wrote a config file"),
+        "{}",
+        node.log_text()
+    );
+    // The certificate it names (relative: the working directory) was generated there.
+    assert!(node.path("cert.pem").exists() && node.path("key.pem").exists());
+    drop(node);
+
+    std::fs::write(&path, "cert = [unclosed\n").unwrap();
+    let (code, _, err) = run(&["-g", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("-g (--config-file)") && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+}

@@ -593,3 +593,48 @@ fn a_bad_p2p_setting_is_a_startup_error_naming_the_option() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--p2p-grace"));
 }
+
+/// `-b HOST:PORT` reaches a peer by name (looked up when dialled) and by address.
+#[test]
+fn bootstrap_by_host_name_and_by_address_and_port_connects() {
+    let a = p2p_node(None, None, &[]);
+    let port = a.p2p()[0]
+        .strip_prefix("/ip4/127.0.0.1/tcp/")
+        .unwrap_or_else(|| panic!("{:?}", a.p2p()))
+        .to_string();
+    let by_name = p2p_node(None, None, &["-b", &format!("localhost:{port}")]);
+    let by_addr = p2p_node(None, None, &["-b", &format!("127.0.0.1:{port}")]);
+    let a_id = peer_id(&a);
+    for n in [&by_name, &by_addr] {
+        assert!(
+            poll(DEFAULT_WAIT, || view_of(n, &a_id).is_some()),
+            "not connected: {}\n{}",
+            peers(n),
+            n.log_text()
+        );
+    }
+    assert!(poll(DEFAULT_WAIT, || peers(&a)["peers_total"] == 2));
+}
+
+/// Upstream's `-b HOST` form: a bare name or address is dialled on port 4222, QUIC and TCP.
+/// (Only where: nothing is required to listen on the fixed port.)
+#[test]
+fn a_bare_bootstrap_host_is_dialled_on_port_4222_over_quic_and_tcp() {
+    for (given, ip) in [("127.0.0.1", "127.0.0.1"), ("localhost", "127.0.0.1")] {
+        let n = p2p_node(None, None, &["-d", "-b", given]);
+        for want in [
+            format!("/ip4/{ip}/udp/4222/quic-v1"),
+            format!("/ip4/{ip}/tcp/4222"),
+        ] {
+            assert!(
+                poll(DEFAULT_WAIT, || n
+                    .log_text()
+                    .lines()
+                    .any(|l| l.contains("Dialling a bootstrap peer.")
+                        && l.contains(&format!("addr={want}")))),
+                "-b {given}: {want} not dialled:\n{}",
+                n.log_text()
+            );
+        }
+    }
+}
