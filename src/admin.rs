@@ -22,8 +22,57 @@ pub enum AdminError {
     Database(#[from] rusqlite::Error),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
     #[error("not dead letters (already replayed?): {}", list(.0))]
     NotDeadLetters(Vec<i64>),
+}
+
+/// `sentrypeer export`: the same document `GET /blocklist/...` serves, written to `out` a page at
+/// a time; the cursor for the next `--since` goes to standard error.
+fn export(
+    db_file: &Path,
+    actors: &crate::actors::config::ActorConfig,
+    [format, kind, scope, set]: [&String; 4],
+    since: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let kind = match kind.as_str() {
+        "ip" | "ip-addresses" => crate::actors::Kind::Ip,
+        "number" | "numbers" => crate::actors::Kind::Number,
+        other => {
+            return Err(AdminError::Usage(format!(
+                "--type must be ip or number, not {other}"
+            )));
+        }
+    };
+    let mut q = std::collections::HashMap::from([
+        ("format".to_string(), format.clone()),
+        ("scope".to_string(), scope.clone()),
+        ("set".to_string(), set.clone()),
+    ]);
+    if let Some(s) = since {
+        q.insert("since".into(), s.to_string());
+    }
+    let req = crate::api::blocklist::request(kind, &q).map_err(AdminError::Usage)?;
+    let rules = actors
+        .rules()
+        .map_err(|e| AdminError::Usage(e.to_string()))?;
+    let (store, node_id) =
+        crate::store::open_for_reading(db_file).map_err(|e| AdminError::Open {
+            path: db_file.display().to_string(),
+            source: match e {
+                crate::store::StoreError::Sqlite(e) => e,
+                other => rusqlite::Error::InvalidParameterName(other.to_string()),
+            },
+        })?;
+    let mut cursor = crate::store::ExportCursor::new(&store, req, rules, node_id)?;
+    while let Some(chunk) = cursor.next_chunk(&store)? {
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    eprintln!("cursor: {}", cursor.cursor());
+    Ok(())
 }
 
 fn list(ids: &[i64]) -> String {
@@ -33,13 +82,36 @@ fn list(ids: &[i64]) -> String {
         .join(", ")
 }
 
-/// Runs one command against the database at `db_file`, printing to `out`.
-pub fn run(command: &Command, db_file: &Path, out: &mut dyn Write) -> Result<(), AdminError> {
+/// Runs one command against the database at `db_file`, printing to `out`. Exports follow the
+/// bad-actor rule in `actors` (the same settings the node runs with).
+pub fn run(
+    command: &Command,
+    db_file: &Path,
+    actors: &crate::actors::config::ActorConfig,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    if let Command::Export {
+        format,
+        kind,
+        scope,
+        since,
+        set,
+    } = command
+    {
+        return export(
+            db_file,
+            actors,
+            [format, kind, scope, set],
+            since.as_deref(),
+            out,
+        );
+    }
     let mut conn = outbox::open(db_file).map_err(|source| AdminError::Open {
         path: db_file.display().to_string(),
         source,
     })?;
     match command {
+        Command::Export { .. } => unreachable!("handled above"),
         Command::Webhook(WebhookCommand::Status) => {
             writeln!(out, "outbox: {}", outbox::depth(&conn)?)?;
             writeln!(out, "dead letters: {}", outbox::dead_letter_count(&conn)?)?;

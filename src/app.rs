@@ -117,11 +117,12 @@ impl RunningApp {
             .into());
         }
         let sockets = bind_all(&config)?;
-        let rules = Arc::new(crate::actors::Rules::default());
+        let rules = config.actors.rules()?;
         let mut writer = opened.writer;
         writer
             .set_rules(rules.clone())
             .context("applying the bad-actor rule to the database")?;
+        writer.set_retention(config.actors.retention);
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
@@ -143,9 +144,13 @@ impl RunningApp {
         }
         let output::BuildContext {
             webhook_stats,
-            on_hangup,
+            mut on_hangup,
             ..
         } = cx;
+        if config.actors.allow_file.is_some() {
+            let (actors, rules) = (config.actors.clone(), rules.clone());
+            on_hangup.push(Box::new(move || actors.reload_allow_list(&rules)));
+        }
         let mut builder = PipelineBuilder::default();
         let mut outputs = Vec::new();
         for (name, queue, out) in built {

@@ -85,6 +85,51 @@ pub struct Cli {
     )]
     pub p2p_trusted: Vec<String>,
 
+    /// Peers whose reports list an address or number: distinct authors needed, 1-16 [default: 2]
+    #[arg(
+        long = "p2p-corroboration",
+        env = "SENTRYPEER_P2P_CORROBORATION",
+        value_name = "N"
+    )]
+    pub p2p_corroboration: Option<String>,
+
+    /// How long an address or number stays a bad actor after it was last seen: 30s, 90m, 12h,
+    /// 7d, or forever (upstream's all-time behaviour) [default: 7d]
+    #[arg(
+        long = "actor-ttl",
+        env = "SENTRYPEER_ACTOR_TTL",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub actor_ttl: Option<String>,
+
+    /// An address or CIDR range that is never listed (repeatable; your trunks, your office)
+    #[arg(
+        long = "allow",
+        env = "SENTRYPEER_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allow: Vec<String>,
+
+    /// A file of addresses or CIDR ranges never listed, one per line (# comments); reread on SIGHUP
+    #[arg(
+        long = "allow-file",
+        env = "SENTRYPEER_ALLOW_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub allow_file: Option<PathBuf>,
+
+    /// Delete recorded events older than this (30d, 12h...) [default: keep every event]
+    #[arg(
+        long = "retention",
+        env = "SENTRYPEER_RETENTION",
+        value_name = "DURATION"
+    )]
+    pub retention: Option<String>,
+
     /// Serve the REST API (env SENTRYPEER_API) [default address: 0.0.0.0:8082]
     #[arg(short = 'a', long = "api")]
     pub api: bool,
@@ -269,6 +314,24 @@ pub enum Command {
     /// Inspect the WebHook's outbox and dead letters, and replay them
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Write the listed bad actors to standard output (while the node runs or not)
+    Export {
+        /// plain, csv, json, ipset, nft, stix or misp (numbers: plain, csv, json, misp)
+        #[arg(long, value_name = "FORMAT", default_value = "plain")]
+        format: String,
+        /// ip (addresses) or number
+        #[arg(long = "type", value_name = "TYPE", default_value = "ip")]
+        kind: String,
+        /// local (seen by this node) or all (also corroborated peer reports)
+        #[arg(long, value_name = "SCOPE", default_value = "all")]
+        scope: String,
+        /// Only what changed after this cursor (printed on standard error by each export)
+        #[arg(long, value_name = "CURSOR")]
+        since: Option<String>,
+        /// ipset set name (IPv6: NAME6)
+        #[arg(long, value_name = "NAME", default_value = "sentrypeer")]
+        set: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]

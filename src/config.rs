@@ -130,6 +130,11 @@ struct FileConfig {
     p2p_allow_private: Option<bool>,
     p2p_grace: Option<u64>,
     p2p_trusted: Option<OneOrMany>,
+    p2p_corroboration: Option<u32>,
+    actor_ttl: Option<String>,
+    allow: Option<OneOrMany>,
+    allow_file: Option<PathBuf>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +225,8 @@ pub struct Config {
     pub debug: bool,
     pub webhook: Option<WebhookConfig>,
     pub peers: Option<PeerConfig>,
+    /// Who is a bad actor: TTL, allowlist, retention, corroboration.
+    pub actors: crate::actors::config::ActorConfig,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -494,6 +501,21 @@ impl Config {
             trusted: pick(cli.p2p_trusted, file.p2p_trusted),
         });
 
+        let actors =
+            crate::actors::config::ActorConfig::resolve(crate::actors::config::RawActorConfig {
+                ttl: cli.actor_ttl.or(file.actor_ttl),
+                allow: pick(cli.allow, file.allow),
+                allow_file: cli.allow_file.or(file.allow_file),
+                retention: cli.retention.or(file.retention),
+                corroboration: cli
+                    .p2p_corroboration
+                    .or(file.p2p_corroboration.map(|n| n.to_string())),
+                trusted: peers
+                    .as_ref()
+                    .map(|p| p.trusted.clone())
+                    .unwrap_or_default(),
+            })?;
+
         let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog).then(|| {
             cli.syslog_socket
                 .or(file.syslog_socket)
@@ -535,6 +557,7 @@ impl Config {
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
             webhook,
             peers,
+            actors,
             warnings,
             created_config_file,
         })

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     };
     if let Some(command) = command {
         let out = &mut std::io::stdout().lock();
-        return match sentrypeer::admin::run(&command, &config.db_file, out) {
+        return match sentrypeer::admin::run(&command, &config.db_file, &config.actors, out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, &e),
         };

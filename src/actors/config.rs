@@ -65,7 +65,9 @@ impl ActorConfig {
         let retention = match raw.retention {
             None => None,
             Some(r) if r.trim().eq_ignore_ascii_case("forever") => None,
-            Some(r) => Some(parse_duration(&r).map_err(|e| ConfigError::new("--retention", &r, e))?),
+            Some(r) => {
+                Some(parse_duration(&r).map_err(|e| ConfigError::new("--retention", &r, e))?)
+            }
         };
         let corroboration = match raw.corroboration {
             None => DEFAULT_CORROBORATION,
@@ -130,7 +132,9 @@ impl ActorConfig {
                 rules.set_allow(list);
                 tracing::info!(path = %path.display(), ranges = n, "Reloaded the allow file.");
             }
-            Err(error) => tracing::warn!(%error, "Cannot reload the allow file; keeping the list in force."),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot reload the allow file; keeping the list in force.")
+            }
         }
     }
 }

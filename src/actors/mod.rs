@@ -125,6 +125,8 @@ pub struct Rules {
     /// Peer authors whose single report lists an actor.
     pub trusted: HashSet<String>,
     allow: RwLock<Arc<AllowList>>,
+    /// Bumped by every new allowlist, so the writer notices a reload and re-evaluates.
+    allow_generation: std::sync::atomic::AtomicU64,
     /// Addresses of this node (its specific listen addresses, and the addresses probes were sent
     /// to): never listed, so a forged probe cannot make the node block itself.
     own: RwLock<HashSet<IpAddr>>,
@@ -153,6 +155,7 @@ impl Rules {
             corroboration: corroboration.max(1),
             trusted,
             allow: RwLock::new(Arc::new(allow)),
+            allow_generation: std::sync::atomic::AtomicU64::new(0),
             own: RwLock::new(HashSet::new()),
         }
     }
@@ -185,6 +188,14 @@ impl Rules {
     /// Puts a new allowlist in force (a reloaded `--allow-file`).
     pub fn set_allow(&self, allow: AllowList) {
         *self.allow.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(allow);
+        self.allow_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many times the allowlist was replaced.
+    pub fn allow_generation(&self) -> u64 {
+        self.allow_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Notes an address of this node's; true if it was new. Loopback addresses are not noted: a

@@ -69,11 +69,16 @@ pub fn request(kind: Kind, q: &HashMap<String, String>) -> Result<ExportRequest,
         Some(n)
             if !n.is_empty()
                 && n.len() <= MAX_IPSET_NAME
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
         {
             n.clone()
         }
-        Some(_) => return Err(format!("set must be 1-{MAX_IPSET_NAME} letters, digits, _ or -")),
+        Some(_) => {
+            return Err(format!(
+                "set must be 1-{MAX_IPSET_NAME} letters, digits, _ or -"
+            ));
+        }
     };
     Ok(ExportRequest {
         kind,
@@ -93,9 +98,10 @@ async fn export(
     let req = request(kind, q).map_err(ApiError::Invalid)?;
     let format = req.format;
     let (store, rules, node_id) = (s.store.clone(), s.rules.clone(), s.node_id);
-    let cursor = tokio::task::spawn_blocking(move || ExportCursor::new(&store, req, rules, node_id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let cursor =
+        tokio::task::spawn_blocking(move || ExportCursor::new(&store, req, rules, node_id))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
     let seq = cursor.cursor().to_string();
     stream_chunks(
         &s,
@@ -127,9 +133,8 @@ pub fn banned_batch(
     let now = crate::actors::now_ms();
     let mut out = Vec::new();
     while out.len() < APIBAN_BATCH {
-        let page = store.with(|c| {
-            stored::page_by_change(c, Kind::Ip, after, upto, APIBAN_BATCH as i64)
-        })?;
+        let page = store
+            .with(|c| stored::page_by_change(c, Kind::Ip, after, upto, APIBAN_BATCH as i64))?;
         let Some(last) = page.last() else { break };
         let full = page.len() == APIBAN_BATCH;
         let last_seq = last.change_seq;
@@ -162,7 +167,9 @@ pub(super) async fn banned_since(
     s: State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = id.parse::<u64>().map_err(|_| ApiError::Invalid("the ID must be a number".into()))?;
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| ApiError::Invalid("the ID must be a number".into()))?;
     banned_after(s, id).await
 }
 
@@ -221,7 +228,10 @@ pub(super) async fn misp_event(
 }
 
 /// `GET /misp/hashes.csv`: `md5(value),event uuid` for every attribute of both events, streamed.
-pub(super) async fn misp_hashes(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
+pub(super) async fn misp_hashes(
+    State(s): State<ApiState>,
+    c: Client,
+) -> Result<Response, ApiError> {
     let doc = MispHashes {
         rules: s.rules.clone(),
         node_id: s.node_id,
@@ -243,10 +253,7 @@ struct MispHashes {
 }
 
 impl super::Chunks for MispHashes {
-    fn next_chunk(
-        &mut self,
-        store: &crate::store::ReadPool,
-    ) -> rusqlite::Result<Option<Vec<u8>>> {
+    fn next_chunk(&mut self, store: &crate::store::ReadPool) -> rusqlite::Result<Option<Vec<u8>>> {
         use md5::{Digest, Md5};
         use std::io::Write;
         const PAGE: i64 = 2000;

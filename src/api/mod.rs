@@ -117,7 +117,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/blocklist/numbers", only_get(get(blocklist::numbers)))
         .route("/banned", only_get(get(blocklist::banned)))
         .route("/banned/{id}", only_get(get(blocklist::banned_since)))
-        .route("/misp/manifest.json", only_get(get(blocklist::misp_manifest)))
+        .route(
+            "/misp/manifest.json",
+            only_get(get(blocklist::misp_manifest)),
+        )
         .route("/misp/hashes.csv", only_get(get(blocklist::misp_hashes)))
         .route("/misp/{file}", only_get(get(blocklist::misp_event)))
         .fallback(|| async { ApiError::NotFound })
@@ -325,7 +328,7 @@ async fn ip_address(
     let ip = ip.to_canonical().to_string();
     // A primary-key lookup of a few microseconds: run it here, not on the blocking pool, whose
     // hand-off costs more than the query (WAL readers never wait for the writer).
-    let found = (s.store.ip_seen(&ip)?, ip);
+    let found = (is_listed(&s, crate::actors::Kind::Ip, &ip)?, ip);
     Ok(match found {
         (true, ip) => json_response(StatusCode::OK, &json!({"bad_actor_found": ip})),
         (false, _) => json_response(
@@ -344,7 +347,7 @@ async fn number(
         return Err(ApiError::NotFound);
     }
     // A primary-key lookup, run in place as for addresses.
-    let found = s.store.number_seen(&number)?;
+    let found = is_listed(&s, crate::actors::Kind::Number, &number)?;
     Ok(if found {
         json_response(StatusCode::OK, &json!({"phone_number_found": number}))
     } else {
@@ -387,6 +390,14 @@ async fn next_chunk<C: Chunks>(
         Ok((r, list)) => (r, Some(list)),
         Err(e) => (Err(e.to_string()), None),
     }
+}
+
+/// Whether an address or number is a bad actor now (the bad-actor set's rule: seen within the
+/// TTL, not allowlisted, seen here or corroborated by peers).
+fn is_listed(s: &ApiState, kind: crate::actors::Kind, key: &str) -> Result<bool, ApiError> {
+    let now = crate::actors::now_ms();
+    let row = s.store.with(|c| crate::store::actors::get(c, kind, key))?;
+    Ok(row.is_some_and(|r| r.listed_until(kind, &s.rules, now).is_some()))
 }
 
 /// Upstream's route pattern for a number: `\+?[0-9]+`.
@@ -445,7 +456,11 @@ pub(crate) async fn stream_chunks<C: Chunks>(
             }
         });
     let body = futures_util::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
-    let mut r = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response();
+    let mut r = (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response();
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(value) {
             r.headers_mut().insert(*name, v);

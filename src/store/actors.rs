@@ -137,6 +137,10 @@ pub(crate) fn backfill(conn: &Connection, after_honey_id: Option<i64>) -> rusqli
     Ok(())
 }
 
+/// An actor whose announced expiry has passed: key, local and corroborated times, and the
+/// expiry announced.
+type DueRow = (String, Option<i64>, Option<i64>, Option<i64>);
+
 /// What a batch saw of one actor.
 #[derive(Debug, Clone)]
 pub(crate) struct Sighting<'a> {
@@ -355,7 +359,7 @@ impl ActorWriter {
         let mut changed = 0;
         for kind in [Kind::Ip, Kind::Number] {
             let (t, col, _) = table(kind);
-            let due: Vec<(String, Option<i64>, Option<i64>, Option<i64>)> = tx
+            let due: Vec<DueRow> = tx
                 .prepare_cached(&format!(
                     "SELECT {col}, local_last_ms, corroborated_ms, announced_until_ms FROM {t}
                      WHERE announced_until_ms IS NOT NULL AND announced_until_ms <= ?1 LIMIT ?2"
@@ -506,9 +510,10 @@ pub struct ActorRow {
 }
 
 impl ActorRow {
-    /// Until when it is listed, if it is listed at `now_ms`.
+    /// Until when it is listed, if it is listed at `now_ms`: from the facts and the rule in
+    /// force, not from what was last announced, so a changed rule (a longer TTL, a reloaded
+    /// allowlist) holds for lookups at once, before the writer has re-evaluated every actor.
     pub fn listed_until(&self, kind: Kind, rules: &Rules, now_ms: i64) -> Option<i64> {
-        self.announced_until_ms?;
         let facts = Facts {
             excluded: excluded(kind, &self.key, rules),
             local_last_ms: self.local_last_ms,
@@ -574,7 +579,7 @@ pub fn current_seq(conn: &Connection) -> rusqlite::Result<u64> {
     .map(|s| s.max(0) as u64)
 }
 
-/// A page of every actor ever listed, by key, after `after`.
+/// A page of actors by key, after `after` (listed or not: the caller applies the rule).
 pub fn page_by_key(
     conn: &Connection,
     kind: Kind,
@@ -584,7 +589,7 @@ pub fn page_by_key(
     let (t, col, _) = table(kind);
     conn.prepare_cached(&format!(
         "SELECT {col}, {ROW_COLUMNS} FROM {t}
-         WHERE {col} > ?1 AND announced_until_ms IS NOT NULL ORDER BY {col} LIMIT ?2"
+         WHERE {col} > ?1 ORDER BY {col} LIMIT ?2"
     ))?
     .query_map(params![after, limit], |r| row_from(r.get(0)?, r, 1))?
     .collect()

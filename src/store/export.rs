@@ -125,9 +125,8 @@ impl ExportCursor {
         let cursor = self.cursor() as i64;
         let page: Vec<ActorRow> = match self.req.since {
             None => store.with(|c| actors::page_by_key(c, kind, &self.after_key, PAGE_ROWS))?,
-            Some(_) => store.with(|c| {
-                actors::page_by_change(c, kind, self.after_seq, cursor, PAGE_ROWS)
-            })?,
+            Some(_) => store
+                .with(|c| actors::page_by_change(c, kind, self.after_seq, cursor, PAGE_ROWS))?,
         };
         for row in &page {
             let mut entry = row.entry(kind, &self.rules, self.now_ms);

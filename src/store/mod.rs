@@ -145,25 +145,44 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (`checkpoint`), never inside the writer's commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.execute_batch(UPSTREAM_SCHEMA)?;
-    conn.execute_batch(OUR_SCHEMA)?;
-    conn.execute_batch(DELETE_TRIGGER)?;
-    add_honey_columns(&conn)?;
-    conn.execute_batch(outbox::SCHEMA)?;
-    let node_id = node_id(&conn)?;
-    // Before the catch-up: a database from before the bad-actor set gets its facts from
-    // `honey` here, and the catch-up then adds only rows written since by someone else.
-    let migrated = actors::migrate(&conn)?;
-    let summarised = catch_up_summaries(&conn)?;
-    if migrated || summarised > 0 {
-        // New facts no verdict was drawn from yet: the writer re-evaluates every actor.
-        actors::store_rules(&conn, "")?;
-    }
+    let (node_id, summarised) = prepare(&conn)?;
     Ok(Opened {
         writer: Writer::new(conn, path)?,
         node_id,
         summarised,
     })
+}
+
+/// Applies our schema and brings the summaries and the bad-actor facts up to date; returns
+/// the node id and how many events written by someone else were folded in.
+fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
+    conn.execute_batch(UPSTREAM_SCHEMA)?;
+    conn.execute_batch(OUR_SCHEMA)?;
+    conn.execute_batch(DELETE_TRIGGER)?;
+    add_honey_columns(conn)?;
+    conn.execute_batch(outbox::SCHEMA)?;
+    let node_id = node_id(conn)?;
+    // Before the catch-up: a database from before the bad-actor set gets its facts from
+    // `honey` here, and the catch-up then adds only rows written since by someone else.
+    let migrated = actors::migrate(conn)?;
+    let summarised = catch_up_summaries(conn)?;
+    if migrated || summarised > 0 {
+        // New facts no verdict was drawn from yet: the writer re-evaluates every actor.
+        actors::store_rules(conn, "")?;
+    }
+    Ok((node_id, summarised))
+}
+
+/// Opens the database for reading only (`sentrypeer export`, beside a running node or not):
+/// brings its schema up to date first (a short write), then hands out read connections.
+pub fn open_for_reading(path: &Path) -> Result<(ReadPool, Uuid), StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let (node_id, _) = prepare(&conn)?;
+    Ok((ReadPool::new(path), node_id))
 }
 
 /// The node id, generated on first open and kept.

@@ -21,6 +21,8 @@ pub struct Writer {
     actors: ActorWriter,
     /// A re-evaluation of every actor under a changed rule, in progress.
     reevaluating: Option<ReevaluatePos>,
+    /// The allowlist generation the stored verdicts follow.
+    allow_generation: u64,
     /// Events older than this are deleted a step at a time (`--retention`); `None` keeps all.
     retention: Option<std::time::Duration>,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
@@ -65,6 +67,7 @@ impl Writer {
             actors,
             reevaluating: None,
             retention: None,
+            allow_generation: 0,
             _checkpointer: checkpointer,
         };
         w.check_rules()?;
@@ -91,6 +94,7 @@ impl Writer {
 
     /// Starts a re-evaluation if the rule's fingerprint changed since it was stored.
     pub fn check_rules(&mut self) -> rusqlite::Result<()> {
+        self.allow_generation = self.rules.allow_generation();
         let fingerprint = self.rules.fingerprint();
         if super::actors::stored_rules(&self.conn)? != fingerprint {
             super::actors::store_rules(&self.conn, &fingerprint)?;
@@ -103,6 +107,10 @@ impl Writer {
     /// re-evaluation in progress. Each in a short transaction of its own. Returns how many
     /// listings changed.
     pub fn maintain(&mut self, now_ms: i64) -> rusqlite::Result<u64> {
+        if self.rules.allow_generation() != self.allow_generation {
+            // The allowlist was reloaded (SIGHUP): tell consumers what it changed.
+            self.check_rules()?;
+        }
         let tx = self.conn.transaction()?;
         let mut changed = self.actors.sweep(&tx, &self.rules, now_ms)?;
         if let Some(pos) = self.reevaluating.take() {
@@ -126,11 +134,13 @@ impl Writer {
     /// keeping the summaries and the bad-actor facts as they were. Returns how many went.
     pub fn prune_before(&mut self, cutoff_ms: i64) -> rusqlite::Result<u64> {
         let cutoff = crate::event::format_timestamp(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(cutoff_ms.max(0) as u64),
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff_ms.max(0) as u64),
         );
         let tx = self.conn.transaction()?;
-        tx.execute("UPDATE sentrypeer_retention SET pruning = 1 WHERE id = 1", [])?;
+        tx.execute(
+            "UPDATE sentrypeer_retention SET pruning = 1 WHERE id = 1",
+            [],
+        )?;
         let n = tx.execute(
             "DELETE FROM honey WHERE honey_id IN
                (SELECT honey_id FROM honey WHERE event_timestamp < ?1 LIMIT ?2)",

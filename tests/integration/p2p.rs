@@ -13,6 +13,9 @@ use crate::harness::*;
 
 /// Accept loopback sources: every probe in these tests comes from 127.0.0.1.
 const LAB: &str = "--p2p-allow-private";
+/// One peer's report lists an actor: for tests of propagation, where only one node saw it (the
+/// default asks for two authors; `a_single_peers_report_is_kept_but_is_no_verdict` checks that).
+const ONE_AUTHOR: &str = "--p2p-corroboration=1";
 
 fn p2p_node(dir: Option<tempfile::TempDir>, bootstrap: Option<&Node>, extra: &[&str]) -> Node {
     let mut args: Vec<String> = [
@@ -99,8 +102,10 @@ fn probe(n: &Node, number: &str, branch: u64) {
 
 #[test]
 fn a_probe_on_one_of_five_nodes_reaches_every_other_database_and_api_within_two_seconds() {
-    let hub = p2p_node(None, None, &[LAB]);
-    let leaves: Vec<Node> = (0..4).map(|_| p2p_node(None, Some(&hub), &[LAB])).collect();
+    let hub = p2p_node(None, None, &[LAB, ONE_AUTHOR]);
+    let leaves: Vec<Node> = (0..4)
+        .map(|_| p2p_node(None, Some(&hub), &[LAB, ONE_AUTHOR]))
+        .collect();
     let mut all: Vec<&Node> = vec![&hub];
     all.extend(leaves.iter());
     let hub_ok = poll(DEFAULT_WAIT, || {
@@ -233,7 +238,7 @@ fn a_node_that_joins_an_hour_late_catches_up_on_the_last_seven_days_only() {
     let dir = tempfile::tempdir().unwrap();
     let (recent, expired) = seed_db(&dir);
     let old = p2p_node(Some(dir), None, &[LAB]);
-    let late = p2p_node(None, Some(&old), &[LAB]);
+    let late = p2p_node(None, Some(&old), &[LAB, ONE_AUTHOR]);
     let ok = poll(DEFAULT_WAIT, || {
         recent.iter().all(|u| rows_with_uuid(&late, u) == 1)
     });
@@ -637,4 +642,40 @@ fn a_bare_bootstrap_host_is_dialled_on_port_4222_over_quic_and_tcp() {
             );
         }
     }
+}
+
+#[test]
+fn a_single_peers_report_is_kept_but_is_no_verdict_until_a_second_author_confirms_it() {
+    // Default corroboration: two distinct authors.
+    let a = p2p_node(None, None, &[LAB]);
+    let b = p2p_node(None, Some(&a), &[LAB]);
+    let listener = p2p_node(None, Some(&a), &[LAB]);
+    wait_connected(&[&a, &b, &listener], 1);
+    probe(&a, "5557001", 1);
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(&listener, "5557001") == 1),
+        "the report never arrived\n{}",
+        listener.log_text()
+    );
+    // Stored and shown as received, but a claim: no verdict, on either key.
+    assert_eq!(listener.get("/numbers/5557001").status, 404);
+    assert_eq!(listener.get("/ip-addresses/127.0.0.1").status, 404);
+    let blocklist = listener.get("/blocklist/numbers?format=plain");
+    assert_eq!(String::from_utf8(blocklist.body).unwrap(), "");
+    // A second node sees the same number from the same address: two authors, a verdict.
+    b.send_udp(&options("5557001", "p2p-test", 2));
+    assert!(poll(DEFAULT_WAIT, || b.count(
+        "SELECT count(*) FROM honey WHERE called_number = '5557001' AND received_from_peer IS NULL"
+    ) == 1));
+    assert!(
+        poll(DEFAULT_WAIT, || listener.get("/numbers/5557001").status
+            == 200),
+        "two authors should list it\n{}",
+        listener.log_text()
+    );
+    assert_eq!(listener.get("/ip-addresses/127.0.0.1").status, 200);
+    let blocklist = listener.get("/blocklist/numbers?format=csv");
+    let text = String::from_utf8(blocklist.body).unwrap();
+    assert!(text.contains("\n5557001,"), "{text}");
+    assert!(text.trim_end().ends_with(",peers"), "{text}");
 }

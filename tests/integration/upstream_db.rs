@@ -35,8 +35,19 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
             .unwrap();
         }
     }
+    // These events are from 2024: past the default 7-day TTL, so no verdict...
+    let mut node = Node::start_with(NodeOptions {
+        dir: Some(dir),
+        ..Default::default()
+    });
+    assert_eq!(node.get("/ip-addresses/203.0.113.7").status, 404);
+    assert_eq!(node.get("/numbers/441234567890").status, 404);
+    assert!(node.signal("TERM").success());
+    let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());
+    // ...and with upstream's all-time behaviour, every one is.
     let node = Node::start_with(NodeOptions {
         dir: Some(dir),
+        args: vec!["--actor-ttl".into(), "forever".into()],
         ..Default::default()
     });
     let r = node.get("/ip-addresses/203.0.113.7");
