@@ -5,31 +5,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::cli::Cli;
+use crate::output::webhook::{RawWebhookConfig, WebhookConfig};
+pub use crate::settings::{ConfigError, Env, ProcessEnv, Secret};
 
-/// Upstream's WebHook URL when enabled with `SENTRYPEER_WEBHOOK` and no URL: a receiver on this
-/// machine. No default may send events (with their whole SIP messages) anywhere else.
-pub const DEFAULT_WEBHOOK_URL: &str = "http://localhost:4000/api/events";
-/// Upstream's OAuth 2 token endpoint.
-pub const DEFAULT_OAUTH2_TOKEN_URL: &str = "https://authz.sentrypeer.com/oauth/token";
-/// Upstream's OAuth 2 audience.
-pub const DEFAULT_OAUTH2_AUDIENCE: &str = "https://sentrypeer.com/api";
-/// Events the WebHook outbox holds by default: about a day of a busy node's probes, a few
-/// hundred MB of JSON at most.
-pub const DEFAULT_WEBHOOK_OUTBOX_CAP: u64 = 100_000;
-/// Dead letters kept by default: a day or so of an endpoint that refuses everything.
-pub const DEFAULT_WEBHOOK_DEAD_LETTER_CAP: u64 = 100_000;
-/// The most events one WebHook request carries in batch mode: keeps a request well under the
-/// body limits of common receivers (events are about 1 KB).
-pub const MAX_WEBHOOK_BATCH: u64 = 1000;
-/// The longest pause between WebHook retries by default.
-pub const DEFAULT_WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// The longest `--webhook-max-backoff` accepted: a day.
-const MAX_WEBHOOK_MAX_BACKOFF_SECS: u64 = 86_400;
 /// What a responsive node calls itself: a common FreePBX/Asterisk build, so probes see a PBX.
 pub const DEFAULT_SERVER_HEADER: &str = "FPBX-16.0.40.7(18.20.2)";
 
@@ -46,49 +28,6 @@ tls_listen_address = \"0.0.0.0:5061\"
 /// Where the peer network listens by default: QUIC on upstream's UDP port, and TCP beside it.
 pub const DEFAULT_P2P_LISTEN: [&str; 2] =
     ["/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"];
-
-/// An option's value was wrong: names the option and the value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid value '{value}' for {option}: {reason}")]
-pub struct ConfigError {
-    pub option: String,
-    pub value: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(
-        option: impl Into<String>,
-        value: impl fmt::Display,
-        reason: impl fmt::Display,
-    ) -> Self {
-        Self {
-            option: option.into(),
-            value: value.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-/// A value that must never reach a log: `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The TOML config file. Upstream's keys (`cert`, `key`, `tls_listen_address`) plus one key per
 /// long option of ours.
@@ -167,31 +106,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Where and how the WebHook posts.
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    pub url: String,
-    pub oauth2: Option<OAuth2Config>,
-    /// A static `Authorization` header value, when there are no OAuth 2 credentials.
-    pub authorization: Option<Secret>,
-    /// Events per request: 1 POSTs the event's object (upstream); more POSTs a JSON array.
-    pub batch: usize,
-    /// Events the outbox holds; beyond it the oldest are dead-lettered.
-    pub outbox_cap: u64,
-    /// Dead letters kept; beyond it the oldest are deleted.
-    pub dead_letter_cap: u64,
-    /// The longest pause between retries.
-    pub max_backoff: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct OAuth2Config {
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub token_url: String,
-    pub audience: String,
-}
-
 /// Peer-to-peer settings.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -231,20 +145,6 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
     pub created_config_file: Option<PathBuf>,
-}
-
-/// Reads the environment through a function, so tests need not touch the process's.
-pub trait Env {
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    }
 }
 
 impl Config {
@@ -348,120 +248,28 @@ impl Config {
             vec![]
         };
 
-        let webhook_url = cli.webhook_url.or(file.webhook_url).or_else(|| {
-            env.get("SENTRYPEER_WEBHOOK")
-                .map(|_| DEFAULT_WEBHOOK_URL.to_string())
-        });
-        let client_id = cli.oauth2_client_id.or(file.oauth2_client_id);
-        let client_secret = cli
-            .oauth2_client_secret
-            .map(Secret)
-            .or(file.oauth2_client_secret);
-        let token_url = cli
-            .oauth2_token_url
-            .or(file.oauth2_token_url)
-            .unwrap_or_else(|| DEFAULT_OAUTH2_TOKEN_URL.into());
-        let audience = cli
-            .oauth2_audience
-            .or(file.oauth2_audience)
-            .unwrap_or_else(|| DEFAULT_OAUTH2_AUDIENCE.into());
-        let oauth2 = match (client_id, client_secret) {
-            // Upstream starts with OAuth 2 credentials and no WebHook: they have no effect.
-            (id, secret) if webhook_url.is_none() => {
-                if id.is_some() || secret.is_some() {
-                    warnings.push(
-                        "OAuth 2 credentials (-i/-c) are set but no WebHook URL (-w or \
-                         SENTRYPEER_WEBHOOK): they have no effect."
-                            .to_string(),
-                    );
-                }
-                None
-            }
-            (Some(client_id), Some(client_secret)) => {
-                check_url("--oauth2-token-url", &token_url)?;
-                Some(OAuth2Config {
-                    client_id,
-                    client_secret,
-                    token_url,
-                    audience,
-                })
-            }
-            (None, None) => None,
-            (Some(id), None) => {
-                return Err(ConfigError::new(
-                    "-i (--oauth2-client-id)",
-                    id,
-                    "needs -c (--oauth2-client-secret) too",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "-c (--oauth2-client-secret)",
-                    "***",
-                    "needs -i (--oauth2-client-id) too",
-                ));
-            }
-        };
-        let authorization = env
-            .get("SENTRYPEER_WEBHOOK_AUTHORIZATION")
-            .map(Secret)
-            .or(file.webhook_authorization);
-        let batch = cli.webhook_batch.or(file.webhook_batch).unwrap_or(1);
-        if !(1..=MAX_WEBHOOK_BATCH).contains(&batch) {
-            return Err(ConfigError::new(
-                "--webhook-batch",
-                batch,
-                format_args!("expected 1 to {MAX_WEBHOOK_BATCH} events per request"),
-            ));
-        }
-        let outbox_cap = cli
-            .webhook_outbox_cap
-            .or(file.webhook_outbox_cap)
-            .unwrap_or(DEFAULT_WEBHOOK_OUTBOX_CAP);
-        if outbox_cap == 0 {
-            return Err(ConfigError::new(
-                "--webhook-outbox-cap",
-                outbox_cap,
-                "the outbox must hold at least one event",
-            ));
-        }
-        let dead_letter_cap = cli
-            .webhook_dead_letter_cap
-            .or(file.webhook_dead_letter_cap)
-            .unwrap_or(DEFAULT_WEBHOOK_DEAD_LETTER_CAP);
-        if dead_letter_cap == 0 {
-            return Err(ConfigError::new(
-                "--webhook-dead-letter-cap",
-                dead_letter_cap,
-                "the dead letters must hold at least one event",
-            ));
-        }
-        let max_backoff = match cli.webhook_max_backoff.or(file.webhook_max_backoff) {
-            None => DEFAULT_WEBHOOK_MAX_BACKOFF,
-            Some(s) if (1..=MAX_WEBHOOK_MAX_BACKOFF_SECS).contains(&s) => Duration::from_secs(s),
-            Some(s) => {
-                return Err(ConfigError::new(
-                    "--webhook-max-backoff",
-                    s,
-                    format_args!("expected 1 to {MAX_WEBHOOK_MAX_BACKOFF_SECS} seconds"),
-                ));
-            }
-        };
-        let webhook = match webhook_url {
-            Some(url) => {
-                check_url("-w (--webhook-url)", &url)?;
-                Some(WebhookConfig {
-                    url,
-                    oauth2,
-                    authorization,
-                    batch: batch as usize,
-                    outbox_cap,
-                    dead_letter_cap,
-                    max_backoff,
-                })
-            }
-            None => None,
-        };
+        let webhook = WebhookConfig::resolve(
+            RawWebhookConfig {
+                url: cli.webhook_url.or(file.webhook_url),
+                enabled_by_env: env.get("SENTRYPEER_WEBHOOK").is_some(),
+                client_id: cli.oauth2_client_id.or(file.oauth2_client_id),
+                client_secret: cli
+                    .oauth2_client_secret
+                    .map(Secret::new)
+                    .or(file.oauth2_client_secret),
+                token_url: cli.oauth2_token_url.or(file.oauth2_token_url),
+                audience: cli.oauth2_audience.or(file.oauth2_audience),
+                authorization: env
+                    .get("SENTRYPEER_WEBHOOK_AUTHORIZATION")
+                    .map(Secret::new)
+                    .or(file.webhook_authorization),
+                batch: cli.webhook_batch.or(file.webhook_batch),
+                outbox_cap: cli.webhook_outbox_cap.or(file.webhook_outbox_cap),
+                dead_letter_cap: cli.webhook_dead_letter_cap.or(file.webhook_dead_letter_cap),
+                max_backoff: cli.webhook_max_backoff.or(file.webhook_max_backoff),
+            },
+            &mut warnings,
+        )?;
 
         let peer_to_peer = on(
             cli.peer_to_peer,
@@ -583,21 +391,6 @@ fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
-    let ok = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() > "https://".len()
-        && !url.contains(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            option,
-            url,
-            "expected an http:// or https:// URL",
-        ))
-    }
-}
-
 /// The default config file: `$XDG_CONFIG_HOME` or `~/.config`, then `sentrypeer/default-config.toml`.
 fn default_config_path(env: &dyn Env) -> Option<PathBuf> {
     let base = env
@@ -679,6 +472,7 @@ fn create_default_file(path: &Path) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     struct MapEnv(HashMap<String, String>);
     impl Env for MapEnv {

@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod output;
 pub mod p2p;
 pub mod pipeline;
+pub mod settings;
 pub mod sip;
 pub mod store;

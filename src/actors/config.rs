@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{AllowList, Cidr, DEFAULT_CORROBORATION, Rules, Ttl, parse_duration};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The most distinct peer authors a corroboration rule may ask for (more than the authors kept
 /// per actor could never be met).

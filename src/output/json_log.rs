@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{BatchSink, BuildContext, BuildError, OnThread, Output, OutputConfig, QueuePolicy};
-use crate::config::ConfigError;
 use crate::event::Event;
+use crate::settings::ConfigError;
 
 /// Bytes buffered before a write to the file: a batch of a few hundred typical probes per
 /// system call, flushed at the end of every batch anyway.

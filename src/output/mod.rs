@@ -19,7 +19,6 @@ pub mod console;
 pub mod json_log;
 pub mod sqlite;
 pub mod syslog;
-#[cfg(feature = "webhook")]
 pub mod webhook;
 
 use std::path::Path;
@@ -28,10 +27,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::config::ConfigError;
 use crate::event::Event;
 use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputQueue;
+use crate::settings::ConfigError;
 
 /// The most events an output takes from its queue at once.
 pub const MAX_BATCH: usize = 4096;

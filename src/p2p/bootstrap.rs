@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The port dialled when `-b` gives none: upstream's, and our default peer-to-peer port.
 pub(super) const DEFAULT_PORT: u16 = 4222;

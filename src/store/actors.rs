@@ -736,13 +736,18 @@ mod tests {
         }
 
         fn changes(&self, kind: Kind, after: i64) -> Vec<(String, bool)> {
+            self.changes_at(kind, after, T0 + 500)
+        }
+
+        /// The actors changed after `after`, and whether each is listed at `now`.
+        fn changes_at(&self, kind: Kind, after: i64, now: i64) -> Vec<(String, bool)> {
             let conn = Connection::open(&self.path).unwrap();
             let upto = current_seq(&conn).unwrap() as i64;
             page_by_change(&conn, kind, after, upto, 1000)
                 .unwrap()
                 .into_iter()
                 .map(|r| {
-                    let listed = matches!(r.entry(kind, &self.rules, T0 + 500), Entry::Listed(_));
+                    let listed = matches!(r.entry(kind, &self.rules, now), Entry::Listed(_));
                     (r.key, listed)
                 })
                 .collect()
@@ -779,7 +784,7 @@ mod tests {
         let seq = current_seq(&Connection::open(&d.path).unwrap()).unwrap() as i64;
         assert_eq!(d.writer.maintain(T0 + 60_000).unwrap(), 2);
         assert_eq!(
-            d.changes(Kind::Ip, seq),
+            d.changes_at(Kind::Ip, seq, T0 + 60_000),
             [("203.0.113.7".to_string(), false)]
         );
     }

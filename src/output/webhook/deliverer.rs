@@ -523,7 +523,7 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WebhookConfig;
+    use crate::output::webhook::WebhookConfig;
 
     /// A deliverer on a fresh database holding `rows` outbox rows, with an endpoint nobody
     /// listens on (these tests start no real request).

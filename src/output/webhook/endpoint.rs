@@ -14,12 +14,13 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
+use super::WebhookConfig;
 use super::retry::parse_retry_after;
 use super::token::{TokenCache, TokenError};
 use super::{MAX_IN_FLIGHT, StartError};
-use crate::config::{Secret, WebhookConfig};
 use crate::event::APP_VERSION;
 use crate::metrics::WebhookStats;
+use crate::settings::Secret;
 use crate::store::outbox::Rejection;
 
 /// How long one request may take, connecting included.

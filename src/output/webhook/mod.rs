@@ -28,33 +28,52 @@
 //! Depends on `store::outbox` for the tables, `metrics::WebhookStats` for what it reports and
 //! the `config` types it is built from; never on `app`, the pipeline or the other outputs.
 
+mod config;
+pub use config::*;
+
+#[cfg(feature = "webhook")]
 mod deliverer;
+#[cfg(feature = "webhook")]
 mod endpoint;
+#[cfg(feature = "webhook")]
 mod retry;
+#[cfg(feature = "webhook")]
 mod token;
 
+#[cfg(feature = "webhook")]
 use std::sync::atomic::Ordering;
+#[cfg(feature = "webhook")]
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "webhook")]
 use std::time::Duration;
 
+#[cfg(feature = "webhook")]
 use rusqlite::Connection;
+#[cfg(feature = "webhook")]
 use tokio::sync::mpsc;
 
-use crate::config::WebhookConfig;
+#[cfg(feature = "webhook")]
 use crate::metrics::WebhookStats;
+#[cfg(feature = "webhook")]
 use crate::store::outbox;
 
+#[cfg(feature = "webhook")]
 use deliverer::State;
+#[cfg(feature = "webhook")]
 use endpoint::Endpoint;
+#[cfg(feature = "webhook")]
 pub use endpoint::endpoint_name;
 
+#[cfg(feature = "webhook")]
 /// Requests in flight at once: hides an endpoint's latency (eight 2-second requests still move
 /// 4 events/s; a local endpoint takes thousands) without looking like a flood to it.
 pub const MAX_IN_FLIGHT: usize = 8;
+#[cfg(feature = "webhook")]
 /// After the writer stops (shutdown), how long delivery of what is due may go on. What is left
 /// stays in the outbox for the next start.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+#[cfg(feature = "webhook")]
 /// The deliverer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -66,6 +85,7 @@ pub enum StartError {
     Authorization,
 }
 
+#[cfg(feature = "webhook")]
 /// A task ready to run: `run` until the writer is gone and the outbox drained (or the grace
 /// period is over).
 pub struct Deliverer {
@@ -77,6 +97,7 @@ pub struct Deliverer {
     dead_letter_cap: u64,
 }
 
+#[cfg(feature = "webhook")]
 impl Deliverer {
     /// Opens the deliverer's own connection to the database and builds the HTTP client.
     pub fn new(
@@ -106,10 +127,12 @@ impl Deliverer {
     }
 }
 
+#[cfg(feature = "webhook")]
 /// How long shutdown waits for the deliverer: its own drain grace plus a margin for a busy
 /// database. Undelivered events stay in the outbox either way.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
+#[cfg(feature = "webhook")]
 impl super::OutputConfig for WebhookConfig {
     fn name(&self) -> &'static str {
         "webhook"
@@ -129,7 +152,7 @@ impl super::OutputConfig for WebhookConfig {
         let stats = Arc::new(WebhookStats::new(self.outbox_cap));
         let deliverer = Deliverer::new(self, cx.db_file, stats.clone()).map_err(|e| match e {
             StartError::Authorization => super::BuildError::Config(
-                crate::config::ConfigError::new("SENTRYPEER_WEBHOOK_AUTHORIZATION", "***", e),
+                crate::settings::ConfigError::new("SENTRYPEER_WEBHOOK_AUTHORIZATION", "***", e),
             ),
             e => super::BuildError::Other(format!("cannot start the WebHook: {e}")),
         })?;
@@ -153,6 +176,7 @@ impl super::OutputConfig for WebhookConfig {
     }
 }
 
+#[cfg(feature = "webhook")]
 /// The deliverer with the writer's wake-ups, ready to spawn.
 struct Running {
     deliverer: Deliverer,
@@ -160,6 +184,7 @@ struct Running {
     endpoint: String,
 }
 
+#[cfg(feature = "webhook")]
 impl super::Output for Running {
     fn start(
         self: Box<Self>,

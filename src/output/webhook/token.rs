@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::OAuth2Config;
 use super::endpoint::{EXCERPT_BYTES, MAX_DRAIN_BYTES, describe, read_prefix};
-use crate::config::{OAuth2Config, Secret};
 use crate::metrics::WebhookStats;
+use crate::settings::Secret;
 
 /// A token is fetched again this long before it expires (at most a tenth of its lifetime).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
