@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -322,7 +322,7 @@ async fn number(
     number: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(number) = number.map_err(|_| ApiError::NotFound)?;
-    if !is_number(&number) {
+    if !crate::store::is_dialled_number(&number) {
         return Err(ApiError::NotFound);
     }
     // A primary-key lookup, run in place as for addresses.
@@ -354,12 +354,6 @@ async fn next_chunk(
     }
 }
 
-/// Upstream's route pattern for a number: `\+?[0-9]+`.
-fn is_number(s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    !digits.is_empty() && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// Where a request came from; unknown (a router driven without the server) counts as one
 /// source.
 type Client = Option<axum::Extension<serve::ClientAddr>>;
@@ -372,8 +366,26 @@ async fn ip_addresses(State(s): State<ApiState>, c: Client) -> Result<Response, 
     stream_list(s, ListKind::IpAddresses, client_ip(c)).await
 }
 
-async fn numbers(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
-    stream_list(s, ListKind::Numbers, client_ip(c)).await
+/// `GET /numbers`'s query: `all=true` lists every called value (user names and `NOT_FOUND`
+/// too), not only dialled numbers.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NumbersQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn numbers(
+    State(s): State<ApiState>,
+    c: Client,
+    query: Result<Query<NumbersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
+    let kind = if query.all {
+        ListKind::CalledValues
+    } else {
+        ListKind::Numbers
+    };
+    stream_list(s, kind, client_ip(c)).await
 }
 
 /// Streams a full list: each chunk is one short read on the blocking pool, made when the client

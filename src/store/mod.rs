@@ -6,6 +6,7 @@
 //! connections for the API (`ReadPool`). WAL lets them run side by side.
 
 mod checkpoint;
+mod numbers;
 pub mod outbox;
 mod read;
 mod write;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
+pub use numbers::{MAX_NUMBER_DIGITS, is_dialled_number};
 pub use read::{ListCursor, ListKind, ReadPool};
 pub use write::{OutboxWriter, Writer};
 
@@ -138,6 +140,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.execute_batch(UPSTREAM_SCHEMA)?;
     conn.execute_batch(OUR_SCHEMA)?;
     conn.execute_batch(DELETE_TRIGGER)?;
+    numbers::create_index(&conn)?;
     add_honey_columns(&conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     let node_id = node_id(&conn)?;

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+use super::numbers::dialled_sql;
+
 /// Rows read per page of a streamed list.
 const LIST_PAGE_ROWS: i64 = 2000;
 /// Idle read connections kept for reuse; more are opened under load and closed afterwards.
@@ -17,11 +19,17 @@ const LIST_CHUNK_BYTES: usize = 192 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     IpAddresses,
+    /// Dialled numbers only (see `store::numbers`).
     Numbers,
+    /// Every called value: numbers, user names, `NOT_FOUND`.
+    CalledValues,
 }
 
 impl ListKind {
     /// (count, first page, next page after a `(seen_last, key)` cursor), newest first.
+    ///
+    /// Dialled numbers are read from their own partial index (`store::numbers`), so a page of
+    /// them skips nothing and costs what a page of every value costs.
     fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
             ListKind::IpAddresses => (
@@ -32,6 +40,20 @@ impl ListKind {
                  WHERE (seen_last, ip_address) < (?2, ?3) ORDER BY seen_last DESC, ip_address DESC LIMIT ?1",
             ),
             ListKind::Numbers => (
+                super::numbers::COUNT_SQL,
+                concat!(
+                    "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers WHERE ",
+                    dialled_sql!("called_number"),
+                    " ORDER BY seen_last DESC, called_number DESC LIMIT ?1"
+                ),
+                concat!(
+                    "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
+                     WHERE (seen_last, called_number) < (?2, ?3) AND ",
+                    dialled_sql!("called_number"),
+                    " ORDER BY seen_last DESC, called_number DESC LIMIT ?1"
+                ),
+            ),
+            ListKind::CalledValues => (
                 "SELECT count(*) FROM sentrypeer_numbers",
                 "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
                  ORDER BY seen_last DESC, called_number DESC LIMIT ?1",
@@ -45,7 +67,9 @@ impl ListKind {
     fn keys(self) -> (&'static str, &'static str, &'static str) {
         match self {
             ListKind::IpAddresses => ("ip_addresses_total", "ip_addresses", "ip_address"),
-            ListKind::Numbers => ("called_numbers_total", "called_numbers", "called_number"),
+            ListKind::Numbers | ListKind::CalledValues => {
+                ("called_numbers_total", "called_numbers", "called_number")
+            }
         }
     }
 }
@@ -258,6 +282,118 @@ mod tests {
                 (w[0]["seen_last"].as_str(), w[0]["called_number"].as_str())
                     >= (w[1]["seen_last"].as_str(), w[1]["called_number"].as_str())
             }));
+        }
+    }
+
+    /// The list document of `kind` read back in chunks from a database holding `values` as
+    /// called values, the first the newest.
+    fn called_list(values: &[String], kind: ListKind) -> (serde_json::Value, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::open(&path).unwrap());
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (i, v) in values.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO sentrypeer_numbers VALUES (?1, printf('2026-11-23 %09d', ?2), 1)",
+                rusqlite::params![v, 1_000_000 - i as i64],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let mut doc = Vec::new();
+        let mut chunks = 0;
+        ReadPool::new(&path)
+            .write_list(kind, |c| {
+                chunks += 1;
+                doc.extend_from_slice(&c);
+                true
+            })
+            .unwrap();
+        (serde_json::from_slice(&doc).unwrap(), chunks)
+    }
+
+    fn listed(doc: &serde_json::Value) -> Vec<&str> {
+        doc["called_numbers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["called_number"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_numbers_list_holds_dialled_numbers_only_and_the_whole_list_every_value() {
+        let values: Vec<String> = [
+            "+4420",
+            "0044",
+            "admin",
+            "100a",
+            "NOT_FOUND",
+            "alice",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (numbers, _) = called_list(&values, ListKind::Numbers);
+        assert_eq!(listed(&numbers), ["+4420", "0044", "100"]);
+        assert_eq!(numbers["called_numbers_total"], 3);
+        let (all, _) = called_list(&values, ListKind::CalledValues);
+        assert_eq!(listed(&all), values);
+        assert_eq!(all["called_numbers_total"], 7);
+    }
+
+    #[test]
+    fn the_numbers_list_pages_past_what_it_skips() {
+        // Every third value a user name: the pages of dialled numbers skip them, and a run of
+        // 3,000 user names in the middle fills no page at all.
+        let mut values: Vec<String> = (0..4500)
+            .map(|i| match i % 3 {
+                0 => format!("user{i}"),
+                1 => format!("00{i}"),
+                _ => format!("+{i}"),
+            })
+            .collect();
+        values.splice(2000..2000, (0..3000).map(|i| format!("{i}a")));
+        let (doc, chunks) = called_list(&values, ListKind::Numbers);
+        let expected: Vec<&str> = values
+            .iter()
+            .map(String::as_str)
+            .filter(|v| super::super::is_dialled_number(v))
+            .collect();
+        assert_eq!(expected.len(), 3000);
+        assert_eq!(listed(&doc), expected);
+        assert_eq!(doc["called_numbers_total"], 3000);
+        assert_eq!(chunks, 2);
+        let (all, chunks) = called_list(&values, ListKind::CalledValues);
+        assert_eq!(listed(&all), values);
+        assert_eq!(all["called_numbers_total"], 7500);
+        assert_eq!(chunks, 4);
+    }
+
+    /// The rule costs nothing per row only while SQLite reads the partial index for it.
+    #[test]
+    fn the_numbers_list_and_its_total_read_the_index_of_dialled_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (count, first, next) = ListKind::Numbers.sql();
+        for (sql, params) in [(count, 0), (first, 1), (next, 3)] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params: Vec<rusqlite::types::Value> = (0..params)
+                .map(|_| rusqlite::types::Value::Text("1".into()))
+                .collect();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| r.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("INDEX sentrypeer_numbers_dialled")),
+                "{sql}: {plan:?}"
+            );
         }
     }
 

@@ -388,11 +388,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 pub fn testdata(rel: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/data/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(format!("{}/tests/data/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// An OPTIONS probe as sipvicious sends it, with a chosen number and agent.
