@@ -108,11 +108,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Whether a called value is a dialled number (`\+?[0-9]+`): what the number lists, lookups and
-/// exports hold. SIP user names (`admin`, `100a`) and `NOT_FOUND` are recorded but are not numbers.
+/// The most digits a dialled number has; longer runs of digits are not numbers anyone dials
+/// (E.164 numbers have at most 15 digits, dial strings with prefixes a few more).
+pub const MAX_NUMBER_DIGITS: usize = 64;
+
+/// Whether a called value is a dialled number (`\+?[0-9]+`, 1 to [`MAX_NUMBER_DIGITS`] digits,
+/// leading zeros kept): what the number lists, lookups and exports hold. SIP user names
+/// (`admin`, `100a`) and `NOT_FOUND` are recorded but are not numbers. `store::numbers` has the
+/// same rule in SQL.
+#[must_use]
 pub fn is_dialled_number(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or(s);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    !digits.is_empty()
+        && digits.len() <= MAX_NUMBER_DIGITS
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The listing rule's parameters. Shared by the writer (which applies them) and readers (which

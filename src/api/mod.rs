@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -343,7 +343,7 @@ async fn number(
     number: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(number) = number.map_err(|_| ApiError::NotFound)?;
-    if !is_number(&number) {
+    if !crate::store::is_dialled_number(&number) {
         return Err(ApiError::NotFound);
     }
     // A primary-key lookup, run in place as for addresses.
@@ -400,12 +400,6 @@ fn is_listed(s: &ApiState, kind: crate::actors::Kind, key: &str) -> Result<bool,
     Ok(row.is_some_and(|r| r.listed_until(kind, &s.rules, now).is_some()))
 }
 
-/// Upstream's route pattern for a number: `\+?[0-9]+`.
-fn is_number(s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    !digits.is_empty() && digits.len() <= 64 && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// Where a request came from; unknown (a router driven without the server) counts as one
 /// source.
 type Client = Option<axum::Extension<serve::ClientAddr>>;
@@ -418,15 +412,46 @@ async fn ip_addresses(State(s): State<ApiState>, c: Client) -> Result<Response, 
     stream_list(s, ListKind::IpAddresses, client_ip(c)).await
 }
 
-async fn numbers(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
-    stream_list(s, ListKind::Numbers, client_ip(c)).await
+/// `GET /numbers`'s query: `all=true` lists every called value (user names and `NOT_FOUND`
+/// too), not only dialled numbers.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NumbersQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn numbers(
+    State(s): State<ApiState>,
+    c: Client,
+    query: Result<Query<NumbersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
+    let kind = if query.all {
+        ListKind::CalledValues
+    } else {
+        ListKind::Numbers
+    };
+    stream_list(s, kind, client_ip(c)).await
 }
 
 /// Streams a full list: each chunk is one short read on the blocking pool, made when the client
 /// has taken the previous one, so a slow reader holds no thread and no snapshot; it holds only
 /// its list slot.
 async fn stream_list(s: ApiState, kind: ListKind, client: IpAddr) -> Result<Response, ApiError> {
-    stream_chunks(&s, ListCursor::new(kind), client, "application/json", &[]).await
+    let cutoff = match s.rules.ttl {
+        crate::actors::Ttl::Forever => i64::MIN,
+        crate::actors::Ttl::For(d) => {
+            crate::actors::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }
+    };
+    stream_chunks(
+        &s,
+        ListCursor::new(kind, cutoff),
+        client,
+        "application/json",
+        &[],
+    )
+    .await
 }
 
 /// Streams a chunked document under one of the list slots.

@@ -75,7 +75,9 @@ pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspect
         transport: meta.transport,
         source,
         destination: local,
-        called_number: req.called_number().unwrap_or(NOT_FOUND).to_string(),
+        called_number: req
+            .called_number()
+            .map_or_else(|| NOT_FOUND.to_string(), std::borrow::Cow::into_owned),
         method: req.method.to_string(),
         user_agent: req.user_agent().unwrap_or(NOT_FOUND).to_string(),
         message: String::from_utf8_lossy(message).into_owned(),
@@ -218,6 +220,26 @@ mod tests {
         assert_eq!(got.event.called_number, "900442037690000");
         assert_eq!(got.event.user_agent, "sipcli/v1.8");
         assert_eq!(got.event.method, "INVITE");
+    }
+
+    #[test]
+    fn an_escaped_called_number_is_recorded_decoded_and_the_message_as_sent() {
+        let msg = b"INVITE sip:%2B442012345678@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5071;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:%2B442012345678@198.51.100.1>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let got = inspect(msg, &meta(), &cx(false)).unwrap();
+        assert_eq!(got.event.called_number, "+442012345678");
+        assert_eq!(got.event.message.as_bytes(), &msg[..]);
+        let json = serde_json::to_value(got.event.to_json()).unwrap();
+        assert_eq!(json["called_number"], "+442012345678");
+    }
+
+    #[test]
+    fn rfc_4475_escapes_come_to_a_decoded_user_or_stay_as_sent() {
+        // esc01.dat: To `sip:%75se%72@example.com`.
+        let got = inspect(&torture("esc01.dat"), &meta(), &cx(false)).unwrap();
+        assert_eq!(got.event.called_number, "user");
+        // escnull.dat: To `sip:null-%00-null@example.com`; no NUL is ever recorded.
+        let got = inspect(&torture("escnull.dat"), &meta(), &cx(false)).unwrap();
+        assert_eq!(got.event.called_number, "null-%00-null");
     }
 
     #[test]

@@ -734,6 +734,37 @@ mod tests {
         }
     }
 
+    /// A node shares what it records; a number decoded from an escape must still pass the
+    /// peers' check, or the event would be withheld (and older peers would score us down).
+    #[test]
+    fn a_number_decoded_from_any_escape_is_still_plausible() {
+        use crate::capture::inspect::{InspectContext, Meta, inspect};
+        let meta = Meta {
+            transport: Transport::Udp,
+            source: "203.0.113.7:5071".parse().unwrap(),
+            local: "192.0.2.1:5060".parse().unwrap(),
+        };
+        let cx = InspectContext {
+            node_id: Uuid::nil(),
+            responsive: false,
+            server_header: String::new(),
+        };
+        for b in 0..=255_u8 {
+            let msg = format!(
+                "OPTIONS sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5071;branch=z9hG4bK1\r\n\
+                 From: <sip:a@b>;tag=1\r\nTo: <sip:1%{b:02X}2@192.0.2.1>\r\nCall-ID: 1\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let got = inspect(msg.as_bytes(), &meta, &cx).unwrap();
+            let number = &got.event.called_number;
+            assert!(
+                *number == format!("1%{b:02X}2") || number.len() == 3,
+                "%{b:02X}: {number}"
+            );
+            assert!(is_plausible_called_number(number), "%{b:02X}: {number}");
+        }
+    }
+
     #[test]
     fn ids_methods_and_enumerations_are_checked() {
         for (field, value) in [

@@ -1,5 +1,8 @@
 //! Addresses: the `name-addr` / `addr-spec` of To, From and Contact (RFC 3261 §20.10), and the
-//! user part of a `sip:`, `sips:` or `tel:` URI, which is the number an attacker dialled.
+//! user part of a `sip:`, `sips:` or `tel:` URI, which is the number an attacker dialled, with
+//! its %-escapes decoded ([`unescape_user`]).
+
+use std::borrow::Cow;
 
 use super::lex::{find, find2, trim_str};
 
@@ -86,6 +89,70 @@ pub(crate) fn uri_user(uri: &str) -> Option<&str> {
     rest.get(..end).filter(|user| !user.is_empty())
 }
 
+/// What an escape in a user part decodes to: the characters RFC 3261 §25.1 lets a user part carry
+/// unescaped (`unreserved` and `user-unreserved`), and `#` of dial strings (`*97#`).
+///
+/// Every other escape is kept as sent: a control character (`%00` of RFC 4475's escnull.dat, a
+/// line break) would be a dangerous value; a byte of 0x80 or above may be half a character or
+/// not UTF-8 at all; and a space, `"`, `<`, `>`, `@`, `:` or `%` would turn the number into
+/// something no user part looks like, which the peers refuse to carry. So a decoded user is
+/// still a user part as RFC 3261 writes one, only in its plainest spelling.
+fn decodes_to(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            // mark
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            // user-unreserved
+            | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+            // dial strings
+            | b'#'
+        )
+}
+
+/// The byte a `%HH` escape stands for, given what follows the `%`; `None` if the two bytes are
+/// not both hexadecimal digits (a malformed escape, kept as sent).
+fn escaped_byte(after_percent: &[u8]) -> Option<u8> {
+    let [hi, lo, ..] = after_percent else {
+        return None;
+    };
+    let digit = |b: u8| char::from(b).to_digit(16);
+    // Two hexadecimal digits make at most 0xFF.
+    u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()
+}
+
+/// A user part with its `%HH` escapes decoded where they stand for a plain character
+/// (see [`decodes_to`]); a malformed escape (`%4`, `%ZZ`) and any other escape are kept as sent.
+/// Borrows when there is no `%`, which is nearly always.
+pub(crate) fn unescape_user(user: &str) -> Cow<'_, str> {
+    let Some(first) = find(user.as_bytes(), b'%') else {
+        return Cow::Borrowed(user);
+    };
+    let bytes = user.as_bytes();
+    let mut out = Vec::with_capacity(user.len());
+    out.extend_from_slice(bytes.get(..first).unwrap_or_default());
+    let mut at = first;
+    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+        let Some(pct) = find(rest, b'%') else {
+            out.extend_from_slice(rest);
+            break;
+        };
+        out.extend_from_slice(rest.get(..pct).unwrap_or_default());
+        match rest.get(pct + 1..).and_then(escaped_byte) {
+            Some(b) if decodes_to(b) => {
+                out.push(b);
+                at += pct + 3;
+            }
+            _ => {
+                out.push(b'%');
+                at += pct + 1;
+            }
+        }
+    }
+    // Only ASCII escapes were replaced by ASCII bytes, so `out` is as valid UTF-8 as `user`.
+    String::from_utf8(out).map_or(Cow::Borrowed(user), Cow::Owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +212,75 @@ mod tests {
         assert_eq!(uri_user("sip::pw@example.com"), None);
         assert_eq!(uri_user("http://www.example.com"), None);
         assert_eq!(uri_user("nocolon"), None);
+    }
+
+    #[test]
+    fn escapes_of_plain_characters_decode_in_either_case() {
+        assert_eq!(unescape_user("%2B442012345678"), "+442012345678");
+        assert_eq!(unescape_user("%2b44"), "+44");
+        assert_eq!(unescape_user("%75se%72"), "user");
+        assert_eq!(unescape_user("%2A97%23"), "*97#");
+        assert_eq!(unescape_user("a%26b%3Dc%3B%3F%2F%24%2C"), "a&b=c;?/$,");
+        assert_eq!(unescape_user("%2D%5F%2E%21%7E%27%28%29"), "-_.!~'()");
+    }
+
+    #[test]
+    fn malformed_escapes_are_kept_as_sent() {
+        for kept in [
+            "%4", "%", "1%", "%ZZ", "%G1", "%1G", "100%4", "%%", "%-1", "%+1",
+        ] {
+            assert_eq!(unescape_user(kept), kept, "{kept}");
+        }
+        // A malformed escape does not hide a good one after it.
+        assert_eq!(unescape_user("%%2B1"), "%+1");
+        assert_eq!(unescape_user("%4%2B"), "%4+");
+    }
+
+    #[test]
+    fn escapes_of_control_bytes_and_non_ascii_bytes_are_kept_as_sent() {
+        // RFC 4475 escnull.dat: a NUL must never reach the database or a log.
+        assert_eq!(unescape_user("null-%00-null"), "null-%00-null");
+        assert_eq!(unescape_user("%00%00"), "%00%00");
+        for kept in ["%0D%0A", "%09", "%1B", "%7F"] {
+            assert_eq!(unescape_user(kept), kept, "{kept}");
+        }
+        // UTF-8 or not, a byte of 0x80 and above stays escaped: no half characters.
+        for kept in ["%C3%A9", "%C3", "%FF", "%80", "%E2%80%AE"] {
+            assert_eq!(unescape_user(kept), kept, "{kept}");
+        }
+    }
+
+    #[test]
+    fn escapes_that_would_stop_it_looking_like_a_user_part_are_kept() {
+        // RFC 4475 esc01.dat's Request-URI user.
+        assert_eq!(
+            unescape_user("sips%3Auser%40example.com"),
+            "sips%3Auser%40example.com"
+        );
+        for kept in ["I%20have%20spaces", "%22", "%3C100%3E", "%25", "%2541"] {
+            assert_eq!(unescape_user(kept), kept, "{kept}");
+        }
+    }
+
+    #[test]
+    fn a_user_without_escapes_is_borrowed_not_copied() {
+        for user in ["900442037690000", "+4420", "admin", "é", ""] {
+            assert!(matches!(unescape_user(user), Cow::Borrowed(u) if u == user));
+        }
+    }
+
+    #[test]
+    fn every_single_escape_decodes_to_a_plain_character_or_stays() {
+        for b in 0..=255_u8 {
+            for escape in [format!("%{b:02X}"), format!("%{b:02x}")] {
+                let got = unescape_user(&escape);
+                if decodes_to(b) {
+                    assert_eq!(got, char::from(b).to_string(), "{escape}");
+                    assert!(b.is_ascii_graphic(), "{escape}");
+                } else {
+                    assert_eq!(got, escape, "{escape}");
+                }
+            }
+        }
     }
 }

@@ -659,13 +659,17 @@ impl Request<'_> {
 
     /// The number the request is aimed at: the user part of the To URI (`sip:`, `sips:` or
     /// `tel:`), else of the Request-URI; `None` if neither has one. URI parameters and a password
-    /// are cut off, a leading `+` and %-escapes are kept as sent.
+    /// are cut off, a leading `+` is kept, and %-escapes of plain characters are decoded
+    /// (`%2B4420` is `+4420`); escapes of control bytes, bytes past ASCII and characters a user
+    /// part must escape are kept as sent (see [`addr::unescape_user`]). Borrowed unless an
+    /// escape was decoded.
     #[must_use]
-    pub fn called_number(&self) -> Option<&str> {
+    pub fn called_number(&self) -> Option<Cow<'_, str>> {
         self.header("To")
             .and_then(addr::name_addr)
             .and_then(|to| addr::uri_user(to.uri))
             .or_else(|| addr::uri_user(self.uri))
+            .map(addr::unescape_user)
     }
 
     /// The User-Agent value; `None` if absent or empty.

@@ -36,7 +36,9 @@ fn expected_request(file: &str) -> Expected {
             "!interesting-Method0123456789_*+`.%indeed'~",
             Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/"),
         ),
-        "esc01.dat" => ("INVITE", Some("%75se%72")),
+        // To `sip:%75se%72@example.com`: escapes of plain letters decode.
+        "esc01.dat" => ("INVITE", Some("user")),
+        // To `sip:null-%00-null@example.com`: an escaped NUL is kept as sent, never a NUL.
         "escnull.dat" => ("REGISTER", Some("null-%00-null")),
         "esc02.dat" => ("RE%47IST%45R", Some("resource")),
         "lwsdisp.dat" => ("OPTIONS", Some("user")),
@@ -113,8 +115,9 @@ fn every_rfc_4475_torture_message_gets_its_pinned_verdict() {
                 }
                 let got = got
                     .as_ref()
-                    .map(|r| (r.method, r.called_number()))
+                    .map(|r| (r.method, r.called_number().map(Cow::into_owned)))
                     .map_err(|e| *e);
+                let expected = expected.map(|(m, n)| (m, n.map(str::to_owned)));
                 assert_eq!(got, expected, "{file}");
             }
             other => panic!("unknown type {other}"),
@@ -182,10 +185,16 @@ fn lenient_parse_records_torture_requests_whose_request_line_is_sound() {
                             "{file}: the whole datagram is the message"
                         );
                         recorded.push(*file);
-                        (r.method, r.called_number(), r.body.len())
+                        (
+                            r.method,
+                            r.called_number().map(Cow::into_owned),
+                            r.body.len(),
+                        )
                     })
                     .map_err(|e| *e);
-                assert_eq!(got, expected_lenient(file), "{file}");
+                let expected =
+                    expected_lenient(file).map(|(m, n, body)| (m, n.map(str::to_owned), body));
+                assert_eq!(got, expected, "{file}");
             }
         }
     }
@@ -235,7 +244,7 @@ fn a_request_line_alone_is_a_request_to_the_lenient_parser() {
         );
         let req = parse_lenient(msg).unwrap();
         assert_eq!(
-            (req.method, req.called_number(), req.user_agent()),
+            (req.method, req.called_number().as_deref(), req.user_agent()),
             ("OPTIONS", Some("101"), None),
             "{msg:?}"
         );
@@ -275,7 +284,12 @@ fn lenient_parse_skips_what_the_strict_parser_rejects_in_the_head() {
         assert_eq!(parse(&msg).unwrap_err(), strict);
         let req = parse_lenient(&msg).unwrap_or_else(|e| panic!("{strict}: {e}"));
         assert_eq!(
-            (req.method, req.called_number(), req.user_agent(), req.body),
+            (
+                req.method,
+                req.called_number().as_deref(),
+                req.user_agent(),
+                req.body
+            ),
             ("OPTIONS", Some("100"), Some("friendly-scanner"), &b"hi"[..]),
             "{strict}"
         );
@@ -417,7 +431,7 @@ fn dblreq_takes_the_first_message_and_ignores_the_trailing_octets() {
     let rest = msg.get(req.len..).unwrap();
     let second = parse(rest).unwrap();
     assert_eq!(
-        (second.method, second.called_number()),
+        (second.method, second.called_number().as_deref()),
         ("INVITE", Some("joe"))
     );
     assert_eq!(second.body.len(), 150);
@@ -487,7 +501,7 @@ fn real_world_probes_yield_their_called_number_and_user_agent() {
         let msg = realworld(file);
         let req = parse(&msg).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(req.method, method, "{file}");
-        assert_eq!(req.called_number(), Some(number), "{file}");
+        assert_eq!(req.called_number().as_deref(), Some(number), "{file}");
         assert_eq!(req.user_agent(), Some(agent), "{file}");
         assert_eq!(req.body.len(), body, "{file}");
         assert_eq!(req.len, msg.len(), "{file}");
@@ -528,7 +542,7 @@ fn lf_only_line_ends_parse_the_same() {
         assert_eq!(
             (
                 req.method,
-                req.called_number(),
+                req.called_number().as_deref(),
                 req.user_agent(),
                 req.body.len()
             ),
@@ -547,7 +561,7 @@ fn folded_headers_parse_the_same_and_are_unfolded() {
         });
         let req = parse(&msg).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(
-            (req.method, req.called_number(), req.user_agent()),
+            (req.method, req.called_number().as_deref(), req.user_agent()),
             (method, Some(number), Some(agent))
         );
         assert_eq!(req.header("CSeq"), Some(format!("1 {method}").as_str()));
@@ -575,7 +589,7 @@ fn compact_header_names_parse_the_same() {
         assert_eq!(
             (
                 req.method,
-                req.called_number(),
+                req.called_number().as_deref(),
                 req.user_agent(),
                 req.body.len()
             ),
@@ -818,7 +832,7 @@ fn called_number_falls_back_to_the_request_uri_and_handles_tel() {
             .replace("To: \"sipvicious\"<sip:100@1.1.1.1>", &format!("To: {to}"))
             .into_bytes()
     };
-    let number = |uri, to| parse(&msg(uri, to)).map(|r| r.called_number().map(str::to_owned));
+    let number = |uri, to| parse(&msg(uri, to)).map(|r| r.called_number().map(Cow::into_owned));
     assert_eq!(number("sip:+4420@h", "<sip:h>"), Ok(Some("+4420".into())));
     assert_eq!(
         number("sip:h", "<tel:+4420;phone-context=x>"),
@@ -829,6 +843,54 @@ fn called_number_falls_back_to_the_request_uri_and_handles_tel() {
     assert_eq!(
         number("sip:h", "<sip:00972;user=phone@h>;tag=1"),
         Ok(Some("00972".into()))
+    );
+}
+
+#[test]
+fn called_number_is_percent_decoded_from_the_to_uri_and_the_request_uri() {
+    let msg = |uri: &str, to: &str| {
+        String::from_utf8(options_with("", ""))
+            .unwrap()
+            .replace("sip:100@192.0.2.1", uri)
+            .replace("To: \"sipvicious\"<sip:100@1.1.1.1>", &format!("To: {to}"))
+            .into_bytes()
+    };
+    let number = |uri, to| parse(&msg(uri, to)).map(|r| r.called_number().map(Cow::into_owned));
+    assert_eq!(
+        number("sip:h", "<sip:%2B442012345678@h>"),
+        Ok(Some("+442012345678".into()))
+    );
+    assert_eq!(number("sip:%2b4420@h", "<sip:h>"), Ok(Some("+4420".into())));
+    assert_eq!(
+        number("sip:h", "<tel:%2B4420;phone-context=x>"),
+        Ok(Some("+4420".into()))
+    );
+    assert_eq!(
+        number("sip:h", "<sip:%2A97%23;user=phone@h>"),
+        Ok(Some("*97#".into()))
+    );
+    // Malformed escapes stay as sent.
+    assert_eq!(number("sip:h", "<sip:%2B44%4@h>"), Ok(Some("+44%4".into())));
+    // The message itself is untouched: the To header still holds the escape.
+    let sent = msg("sip:h", "<sip:%2B4420@h>");
+    let req = parse(&sent).unwrap();
+    assert_eq!(req.header("To"), Some("<sip:%2B4420@h>"));
+}
+
+/// RFC 4475 esc01.dat without its To header: the number comes from the Request-URI
+/// `sip:sips%3Auser%40example.com@example.net`, whose `:` and `@` must stay escaped in a user
+/// part, so they are kept as sent.
+#[test]
+fn esc01s_request_uri_user_keeps_the_escapes_a_user_part_needs() {
+    let msg = String::from_utf8(torture("esc01.dat"))
+        .unwrap()
+        .replace("To: sip:%75se%72@example.com\r\n", "")
+        .into_bytes();
+    assert_eq!(parse(&msg).unwrap_err(), ParseError::MissingHeader("To"));
+    let req = parse_lenient(&msg).unwrap();
+    assert_eq!(
+        req.called_number().as_deref(),
+        Some("sips%3Auser%40example.com")
     );
 }
 
@@ -888,7 +950,11 @@ fn sample(i: usize) -> Vec<u8> {
 }
 
 fn exercise(req: &Request<'_>) {
-    let _ = (req.called_number(), req.user_agent(), req.to_has_tag());
+    let _ = (
+        req.called_number().as_deref(),
+        req.user_agent(),
+        req.to_has_tag(),
+    );
     let cx = reply::ReplyContext {
         received: "192.0.2.9".parse().unwrap(),
         rport: 5060,
@@ -994,6 +1060,27 @@ proptest! {
         prop_assert!(buf.is_empty());
         prop_assert_eq!(got, messages);
         prop_assert_eq!(got_keep_alive, keep_alive_bytes);
+    }
+
+    #[test]
+    fn decoding_a_called_number_never_panics_nor_adds_control_or_non_ascii_characters(
+        chars in proptest::collection::vec(prop_oneof![
+            Just('%'), Just('2'), Just('B'), Just('b'), Just('0'), Just('0'), Just('7'), Just('F'),
+            Just('C'), Just('3'), Just('z'), Just('@'), Just('\0'), Just('é'), any::<char>(),
+        ], 0..40),
+    ) {
+        let user: String = chars.into_iter().collect();
+        let got = addr::unescape_user(&user);
+        prop_assert!(got.len() <= user.len());
+        if !user.contains('%') {
+            prop_assert!(matches!(got, Cow::Borrowed(_)));
+        }
+        let unusual = |s: &str| -> Vec<char> {
+            s.chars().filter(|c| c.is_control() || !c.is_ascii()).collect()
+        };
+        prop_assert_eq!(unusual(&got), unusual(&user));
+        prop_assert_eq!(got.matches(['@', ':', ' ', '"', '<', '>']).count(),
+            user.matches(['@', ':', ' ', '"', '<', '>']).count());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - `local_last_ms`: the last time this node saw it itself (NULL: only peers reported it);
 //! - `corroborated_ms`: from when peers' reports list it (NULL: they do not);
 //! - `announced_until_ms`: the expiry consumers were last told (NULL: not listed);
-//! - `change_seq`: the change that last listed, extended or removed it (0: never listed).
+//! - `change_seq`: the change that last listed, extended or removed it (0: never listed);
+//! - `excluded`: 1 when the rule keeps it off the list whatever is seen of it (allowlisted,
+//!   this node's own address, a value that is not a dialled number), so lists filter in SQL.
 //!
 //! The writer applies `actors::Rules` as it writes and announces a change only when a listing
 //! starts, ends, or its expiry moves by more than the rule's slack; a sweep ends listings whose
@@ -31,13 +33,14 @@ CREATE TABLE IF NOT EXISTS sentrypeer_actor_reports (kind INTEGER NOT NULL, key 
 ";
 
 /// The columns added to both summary tables.
-const COLUMNS: [&str; 6] = [
+const COLUMNS: [&str; 7] = [
     "first_seen_ms",
     "last_seen_ms",
     "local_last_ms",
     "corroborated_ms",
     "announced_until_ms",
     "change_seq",
+    "excluded",
 ];
 
 /// Peer authors remembered per actor: enough for any sane corroboration threshold; a bound so a
@@ -74,7 +77,7 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<bool> {
             .collect::<Result<_, _>>()?;
         for c in COLUMNS {
             if !have.contains(c) {
-                let ty = if c == "change_seq" {
+                let ty = if c == "change_seq" || c == "excluded" {
                     "INTEGER NOT NULL DEFAULT 0"
                 } else {
                     "INTEGER"
@@ -218,6 +221,7 @@ impl ActorWriter {
         kind: Kind,
         key: &str,
     ) -> rusqlite::Result<()> {
+        set_excluded(tx, kind, key, true)?;
         if let Some(row) = get(tx, kind, key)? {
             if row.announced_until_ms.is_some() {
                 self.announce(tx, kind, key, None, row.announced_until_ms, 1)?;
@@ -254,7 +258,7 @@ impl ActorWriter {
         rules: &Rules,
     ) -> rusqlite::Result<()> {
         let (t, col, _) = table(kind);
-        let row: (Option<i64>, Option<i64>, Option<i64>) = tx
+        let row: (Option<i64>, Option<i64>, Option<i64>, bool) = tx
             .prepare_cached(&format!(
                 "INSERT INTO {t} ({col}, seen_last, seen_count, first_seen_ms, last_seen_ms, local_last_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -264,18 +268,22 @@ impl ActorWriter {
                    last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
                    local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
                                        coalesce(excluded.local_last_ms, local_last_ms))
-                 RETURNING local_last_ms, corroborated_ms, announced_until_ms"
+                 RETURNING local_last_ms, corroborated_ms, announced_until_ms, excluded"
             ))?
             .query_row(
                 params![key, s.ts, s.count, s.first_ms, s.last_ms, s.local_ms],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)),
             )?;
-        let (local, mut corroborated, announced) = row;
+        let (local, mut corroborated, announced, was_excluded) = row;
         if !s.authors.is_empty() {
             corroborated = self.report(tx, kind, key, &s.authors, rules)?;
         }
+        let is_excluded = excluded(kind, key, rules);
+        if is_excluded != was_excluded {
+            set_excluded(tx, kind, key, is_excluded)?;
+        }
         let facts = Facts {
-            excluded: excluded(kind, key, rules),
+            excluded: is_excluded,
             local_last_ms: local,
             corroborated_ms: corroborated,
         };
@@ -416,8 +424,10 @@ impl ActorWriter {
                 ))?
                 .execute(params![key, corroborated])?;
             }
+            let is_excluded = excluded(pos.kind, &key, rules);
+            set_excluded(tx, pos.kind, &key, is_excluded)?;
             let facts = Facts {
-                excluded: excluded(pos.kind, &key, rules),
+                excluded: is_excluded,
                 local_last_ms: local,
                 corroborated_ms: corroborated,
             };
@@ -486,6 +496,13 @@ fn reports(conn: &Connection, kind: i64, key: &str) -> rusqlite::Result<Vec<(Str
     )?
     .query_map(params![kind, key], |r| Ok((r.get(0)?, r.get(1)?)))?
     .collect()
+}
+
+fn set_excluded(tx: &Transaction<'_>, kind: Kind, key: &str, on: bool) -> rusqlite::Result<()> {
+    let (t, col, _) = table(kind);
+    tx.prepare_cached(&format!("UPDATE {t} SET excluded = ?2 WHERE {col} = ?1"))?
+        .execute(params![key, on])?;
+    Ok(())
 }
 
 /// Whether the rule keeps this actor off the list whatever was seen of it.

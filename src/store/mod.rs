@@ -8,6 +8,7 @@
 pub mod actors;
 mod checkpoint;
 mod export;
+mod numbers;
 pub mod outbox;
 mod read;
 mod write;
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
 pub use export::{ExportCursor, ExportRequest, Scope};
+pub use numbers::{MAX_NUMBER_DIGITS, is_dialled_number};
 pub use read::{ListCursor, ListKind, ReadPool};
 pub use write::{OutboxWriter, Writer};
 
@@ -159,6 +161,7 @@ fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
     conn.execute_batch(UPSTREAM_SCHEMA)?;
     conn.execute_batch(OUR_SCHEMA)?;
     conn.execute_batch(DELETE_TRIGGER)?;
+    numbers::create_index(conn)?;
     add_honey_columns(conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     let node_id = node_id(conn)?;

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+use super::numbers::dialled_sql;
+
 /// Rows read per page of a streamed list.
 const LIST_PAGE_ROWS: i64 = 2000;
 /// Idle read connections kept for reuse; more are opened under load and closed afterwards.
@@ -17,35 +19,59 @@ const LIST_CHUNK_BYTES: usize = 192 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     IpAddresses,
+    /// Dialled numbers only (see `store::numbers`).
     Numbers,
+    /// Every called value: numbers, user names, `NOT_FOUND`.
+    CalledValues,
 }
 
 impl ListKind {
-    /// (count, first page, next page after a `(seen_last, key)` cursor), newest first.
-    fn sql(self) -> (&'static str, &'static str, &'static str) {
-        match self {
+    /// (count, first page, next page after a `(seen_last, key)` cursor), newest first, of the
+    /// actors listed now: seen here or corroborated since `:cutoff` (now less the TTL), and not
+    /// excluded (allowlisted, this node's own, not a number). `?all=true` lists every called
+    /// value seen since the cutoff.
+    ///
+    /// Dialled numbers are read from their own partial index (`store::numbers`), so a page of
+    /// them skips nothing and costs what a page of every value costs.
+    fn sql(self) -> (String, String, String) {
+        const RECENT: &str = "(local_last_ms > :cutoff OR corroborated_ms > :cutoff)";
+        let (table, key, filter) = match self {
             ListKind::IpAddresses => (
-                "SELECT count(*) FROM sentrypeer_ip_addresses",
-                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses
-                 ORDER BY seen_last DESC, ip_address DESC LIMIT ?1",
-                "SELECT ip_address, seen_last, seen_count FROM sentrypeer_ip_addresses
-                 WHERE (seen_last, ip_address) < (?2, ?3) ORDER BY seen_last DESC, ip_address DESC LIMIT ?1",
+                "sentrypeer_ip_addresses",
+                "ip_address",
+                format!("{RECENT} AND excluded = 0"),
             ),
             ListKind::Numbers => (
-                "SELECT count(*) FROM sentrypeer_numbers",
-                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
-                 ORDER BY seen_last DESC, called_number DESC LIMIT ?1",
-                "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
-                 WHERE (seen_last, called_number) < (?2, ?3) ORDER BY seen_last DESC, called_number DESC LIMIT ?1",
+                "sentrypeer_numbers",
+                "called_number",
+                format!(
+                    "{} AND {RECENT} AND excluded = 0",
+                    dialled_sql!("called_number")
+                ),
             ),
-        }
+            ListKind::CalledValues => ("sentrypeer_numbers", "called_number", RECENT.to_string()),
+        };
+        (
+            format!("SELECT count(*) FROM {table} WHERE {filter}"),
+            format!(
+                "SELECT {key}, seen_last, seen_count FROM {table} WHERE {filter}
+                 ORDER BY seen_last DESC, {key} DESC LIMIT :limit"
+            ),
+            format!(
+                "SELECT {key}, seen_last, seen_count FROM {table}
+                 WHERE (seen_last, {key}) < (:last, :key) AND {filter}
+                 ORDER BY seen_last DESC, {key} DESC LIMIT :limit"
+            ),
+        )
     }
 
     /// (total key, list key, item key) as upstream names them.
     fn keys(self) -> (&'static str, &'static str, &'static str) {
         match self {
             ListKind::IpAddresses => ("ip_addresses_total", "ip_addresses", "ip_address"),
-            ListKind::Numbers => ("called_numbers_total", "called_numbers", "called_number"),
+            ListKind::Numbers | ListKind::CalledValues => {
+                ("called_numbers_total", "called_numbers", "called_number")
+            }
         }
     }
 }
@@ -107,7 +133,7 @@ impl ReadPool {
         kind: ListKind,
         mut emit: impl FnMut(Vec<u8>) -> bool,
     ) -> rusqlite::Result<()> {
-        let mut list = ListCursor::new(kind);
+        let mut list = ListCursor::new(kind, i64::MIN);
         while let Some(chunk) = list.next_chunk(self)? {
             if !emit(chunk) {
                 break;
@@ -124,6 +150,8 @@ impl ReadPool {
 #[derive(Debug)]
 pub struct ListCursor {
     kind: ListKind,
+    /// Listed means seen since this (ms since the epoch): now less the TTL.
+    cutoff_ms: i64,
     /// `(seen_last, key)` of the last entry sent.
     after: Option<(String, String)>,
     started: bool,
@@ -131,9 +159,11 @@ pub struct ListCursor {
 }
 
 impl ListCursor {
-    pub fn new(kind: ListKind) -> Self {
+    /// A list of the actors seen since `cutoff_ms` (now less the TTL; `i64::MIN` for ever).
+    pub fn new(kind: ListKind, cutoff_ms: i64) -> Self {
         Self {
             kind,
+            cutoff_ms,
             after: None,
             started: false,
             finished: false,
@@ -158,18 +188,29 @@ impl ListCursor {
         let (total_key, list_key, item_key) = self.kind.keys();
         let mut buf = Vec::with_capacity(LIST_CHUNK_BYTES + 1024);
         if !self.started {
-            let total: i64 = store.with(|c| c.query_row(count_sql, [], |r| r.get(0)))?;
+            let total: i64 = store.with(|c| {
+                c.query_row(
+                    &count_sql,
+                    rusqlite::named_params! {":cutoff": self.cutoff_ms},
+                    |r| r.get(0),
+                )
+            })?;
             buf.extend_from_slice(format!("{{\"{total_key}\":{total},\"{list_key}\":[").as_bytes());
         }
         let page = store.with(|c| {
             let mut stmt = c.prepare_cached(if self.after.is_some() {
-                next_sql
+                &next_sql
             } else {
-                first_sql
+                &first_sql
             })?;
+            let cutoff = self.cutoff_ms;
             let mut rows = match &self.after {
-                Some((last, key)) => stmt.query(rusqlite::params![LIST_PAGE_ROWS, last, key])?,
-                None => stmt.query(rusqlite::params![LIST_PAGE_ROWS])?,
+                Some((last, key)) => stmt.query(rusqlite::named_params! {
+                    ":limit": LIST_PAGE_ROWS, ":last": last, ":key": key, ":cutoff": cutoff,
+                })?,
+                None => stmt.query(rusqlite::named_params! {
+                    ":limit": LIST_PAGE_ROWS, ":cutoff": cutoff,
+                })?,
             };
             let mut page = Vec::with_capacity(LIST_PAGE_ROWS as usize);
             while let Some(row) = rows.next()? {
@@ -222,8 +263,8 @@ mod tests {
             .unwrap()
             .execute(
                 "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
-                 INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count)
-                 SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i
+                 INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, local_last_ms)
+                 SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i, i
                  FROM k WHERE ?1 > 0",
                 [n],
             )
@@ -261,12 +302,129 @@ mod tests {
         }
     }
 
+    /// The list document of `kind` read back in chunks from a database holding `values` as
+    /// called values, the first the newest.
+    fn called_list(values: &[String], kind: ListKind) -> (serde_json::Value, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::open(&path).unwrap());
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (i, v) in values.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, local_last_ms,
+                   excluded) VALUES (?1, printf('2026-11-23 %09d', ?2), 1, 1, ?3)",
+                rusqlite::params![
+                    v,
+                    1_000_000 - i as i64,
+                    !crate::actors::is_dialled_number(v)
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let mut doc = Vec::new();
+        let mut chunks = 0;
+        ReadPool::new(&path)
+            .write_list(kind, |c| {
+                chunks += 1;
+                doc.extend_from_slice(&c);
+                true
+            })
+            .unwrap();
+        (serde_json::from_slice(&doc).unwrap(), chunks)
+    }
+
+    fn listed(doc: &serde_json::Value) -> Vec<&str> {
+        doc["called_numbers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["called_number"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_numbers_list_holds_dialled_numbers_only_and_the_whole_list_every_value() {
+        let values: Vec<String> = [
+            "+4420",
+            "0044",
+            "admin",
+            "100a",
+            "NOT_FOUND",
+            "alice",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (numbers, _) = called_list(&values, ListKind::Numbers);
+        assert_eq!(listed(&numbers), ["+4420", "0044", "100"]);
+        assert_eq!(numbers["called_numbers_total"], 3);
+        let (all, _) = called_list(&values, ListKind::CalledValues);
+        assert_eq!(listed(&all), values);
+        assert_eq!(all["called_numbers_total"], 7);
+    }
+
+    #[test]
+    fn the_numbers_list_pages_past_what_it_skips() {
+        // Every third value a user name: the pages of dialled numbers skip them, and a run of
+        // 3,000 user names in the middle fills no page at all.
+        let mut values: Vec<String> = (0..4500)
+            .map(|i| match i % 3 {
+                0 => format!("user{i}"),
+                1 => format!("00{i}"),
+                _ => format!("+{i}"),
+            })
+            .collect();
+        values.splice(2000..2000, (0..3000).map(|i| format!("{i}a")));
+        let (doc, chunks) = called_list(&values, ListKind::Numbers);
+        let expected: Vec<&str> = values
+            .iter()
+            .map(String::as_str)
+            .filter(|v| super::super::is_dialled_number(v))
+            .collect();
+        assert_eq!(expected.len(), 3000);
+        assert_eq!(listed(&doc), expected);
+        assert_eq!(doc["called_numbers_total"], 3000);
+        assert_eq!(chunks, 2);
+        let (all, chunks) = called_list(&values, ListKind::CalledValues);
+        assert_eq!(listed(&all), values);
+        assert_eq!(all["called_numbers_total"], 7500);
+        assert_eq!(chunks, 4);
+    }
+
+    /// The rule costs nothing per row only while SQLite reads the partial index for it.
+    #[test]
+    fn the_numbers_list_and_its_total_read_the_index_of_dialled_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (count, first, next) = ListKind::Numbers.sql();
+        for (sql, params) in [(count, 1), (first, 2), (next, 4)] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params: Vec<rusqlite::types::Value> = (0..params)
+                .map(|_| rusqlite::types::Value::Text("1".into()))
+                .collect();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| r.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("INDEX sentrypeer_numbers_dialled")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_list_ends_after_an_error() {
         let dir = tempfile::tempdir().unwrap();
         // No database there: the first read fails, and the list is over.
         let pool = ReadPool::new(&dir.path().join("missing.db"));
-        let mut list = ListCursor::new(ListKind::IpAddresses);
+        let mut list = ListCursor::new(ListKind::IpAddresses, i64::MIN);
         assert!(list.next_chunk(&pool).is_err());
         assert!(list.next_chunk(&pool).unwrap().is_none());
     }

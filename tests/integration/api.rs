@@ -242,3 +242,132 @@ fn list_readers_beyond_four_per_source_or_sixteen_in_all_get_503_while_lookups_a
     );
     drop(stalled);
 }
+
+/// An OPTIONS probe whose To and Request-URI carry no user part: recorded as `NOT_FOUND`.
+fn probe_without_number(node: &Node, branch: u64) {
+    let msg = String::from_utf8(options("x", "nobody", branch))
+        .unwrap()
+        .replace("sip:x@", "sip:");
+    node.send_udp(msg.as_bytes());
+}
+
+fn called_values(v: &serde_json::Value) -> Vec<&str> {
+    let mut values: Vec<&str> = v["called_numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["called_number"].as_str().unwrap())
+        .collect();
+    values.sort_unstable();
+    values
+}
+
+#[test]
+fn the_numbers_list_holds_dialled_numbers_only_zeros_kept_and_all_true_lists_every_called_value() {
+    let node = Node::start(&[]);
+    for (i, number) in ["+442012345678", "00442012345678", "admin", "100a"]
+        .iter()
+        .enumerate()
+    {
+        probe(&node, number, "x", i as u64);
+    }
+    probe_without_number(&node, 9);
+    node.wait_rows(5);
+    assert_eq!(
+        node.count("SELECT count(*) FROM honey WHERE called_number = 'NOT_FOUND'"),
+        1
+    );
+
+    let r = node.get("/numbers");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(called_values(&v), ["+442012345678", "00442012345678"]);
+    assert_eq!(v["called_numbers_total"], 2);
+
+    for query in ["?all=true", "?all=true&x=1"] {
+        let v = node.get(&format!("/numbers{query}")).json();
+        assert_eq!(
+            called_values(&v),
+            [
+                "+442012345678",
+                "00442012345678",
+                "100a",
+                "NOT_FOUND",
+                "admin"
+            ],
+            "{query}"
+        );
+        assert_eq!(v["called_numbers_total"], 5, "{query}");
+    }
+    assert_eq!(
+        called_values(&node.get("/numbers?all=false").json()).len(),
+        2
+    );
+    let r = node.get("/numbers?all=maybe");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            serde_json::json!({"error": "The request data was invalid"})
+        )
+    );
+
+    // Lookups as before: numbers are found with their zeros, anything else is no number.
+    let r = node.get("/numbers/00442012345678");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            serde_json::json!({"phone_number_found": "00442012345678"})
+        )
+    );
+    assert_eq!(node.get("/numbers/442012345678").status, 404);
+    for not_a_number in ["admin", "100a", "NOT_FOUND"] {
+        let r = node.get(&format!("/numbers/{not_a_number}"));
+        assert_eq!(
+            (r.status, r.json()),
+            (
+                404,
+                serde_json::json!({"error": "The requested resource could not be found."})
+            ),
+            "{not_a_number}"
+        );
+    }
+}
+
+#[test]
+fn a_probe_to_an_escaped_number_is_found_and_logged_decoded_with_its_message_as_sent() {
+    let node = Node::start(&["-j"]);
+    let msg = options("%2B442012345678", "x", 1);
+    node.send_udp(&msg);
+    node.wait_rows(1);
+
+    let r = node.get("/numbers/+442012345678");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            serde_json::json!({"phone_number_found": "+442012345678"})
+        )
+    );
+    assert_eq!(
+        called_values(&node.get("/numbers").json()),
+        ["+442012345678"]
+    );
+
+    let path = node.path("sentrypeer_json.log");
+    assert!(poll(DEFAULT_WAIT, || std::fs::read_to_string(&path)
+        .map(|s| s.lines().count() == 1)
+        .unwrap_or(false)));
+    let v: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+    assert_eq!(v["called_number"], "+442012345678");
+    let sent = v["sip_message"].as_str().unwrap();
+    assert_eq!(sent.as_bytes(), &msg[..]);
+    assert!(sent.contains("<sip:%2B442012345678@"), "{sent}");
+    let stored: String = node
+        .db()
+        .query_row("SELECT called_number FROM honey", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, "+442012345678");
+}
