@@ -65,6 +65,16 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
+#[cfg(feature = "p2p")]
+impl From<crate::p2p::StartError> for StartError {
+    fn from(e: crate::p2p::StartError) -> Self {
+        match e {
+            crate::p2p::StartError::Config(e) => StartError::Config(e),
+            crate::p2p::StartError::Other(e) => StartError::Other(e),
+        }
+    }
+}
+
 struct Sockets {
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<std::net::TcpListener>,
@@ -134,8 +144,18 @@ impl RunningApp {
             webhook_stats: None,
             on_hangup: Vec::new(),
         };
+        // The peer network is two halves: an output that shares this node's events, built and
+        // started with the others (last), and an intake started below with the pipeline.
+        #[cfg_attr(not(feature = "p2p"), allow(unused_mut))]
+        let mut configs = config.outputs();
+        #[cfg(feature = "p2p")]
+        let peers_intake = config.peers.as_ref().map(|c| {
+            let (output, intake) = crate::p2p::halves(c);
+            configs.push(Box::new(output));
+            intake
+        });
         let mut built = Vec::new();
-        for c in config.outputs() {
+        for c in configs {
             let out = c.build(&mut cx).map_err(|e| match e {
                 output::BuildError::Config(e) => StartError::Config(e),
                 output::BuildError::Other(e) => StartError::Other(anyhow::anyhow!(e)),
@@ -160,11 +180,6 @@ impl RunningApp {
                 .with_context(|| format!("cannot start the {name} output"))?;
             outputs.push((name, running));
         }
-        #[cfg(feature = "p2p")]
-        let peers_queue = config
-            .peers
-            .as_ref()
-            .map(|_| builder.output("peers", output::OUTPUT_QUEUE_EVENTS));
         let (pipeline, stats) = builder.build();
         let stats = Arc::new(stats);
 
@@ -172,22 +187,21 @@ impl RunningApp {
         let cancel = CancellationToken::new();
         let intake = TaskTracker::new();
         #[cfg(feature = "p2p")]
-        let p2p = match (config.peers.as_ref(), peers_queue) {
-            (Some(peer_config), Some(queue)) => Some(Arc::new(
-                crate::p2p::start(crate::p2p::Start {
-                    config: peer_config,
-                    db_file: &config.db_file,
-                    pipeline: pipeline.clone(),
-                    queue,
-                    counters: counters.clone(),
-                    store: Arc::new(ReadPool::new(&config.db_file)),
-                    node_id,
-                    cancel: cancel.clone(),
-                    tracker: intake.clone(),
-                })
-                .await?,
+        let p2p = match peers_intake {
+            Some(peers) => Some(Arc::new(
+                peers
+                    .start(crate::p2p::IntakeContext {
+                        db_file: &config.db_file,
+                        pipeline: pipeline.clone(),
+                        counters: counters.clone(),
+                        store: Arc::new(ReadPool::new(&config.db_file)),
+                        node_id,
+                        cancel: cancel.clone(),
+                        tracker: intake.clone(),
+                    })
+                    .await?,
             )),
-            _ => None,
+            None => None,
         };
         #[cfg(not(feature = "p2p"))]
         let p2p: Option<Arc<crate::p2p::P2pHandle>> = None;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 use crate::output::webhook::{RawWebhookConfig, WebhookConfig};
+use crate::p2p::PeerConfig;
 pub use crate::settings::{ConfigError, Env, ProcessEnv, Secret};
 
 /// What a responsive node calls itself: a common FreePBX/Asterisk build, so probes see a PBX.
@@ -104,22 +105,6 @@ pub struct Listen {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-/// Peer-to-peer settings.
-#[derive(Debug, Clone)]
-pub struct PeerConfig {
-    pub bootstrap: Vec<String>,
-    /// Multiaddrs to listen on (parsed when the node starts).
-    pub listen: Vec<String>,
-    /// Find peers on the local network with mDNS.
-    pub mdns: bool,
-    /// Accept events whose source is private or loopback (labs and tests).
-    pub allow_private: bool,
-    /// How long a newly met peer is served before it must contribute.
-    pub grace: std::time::Duration,
-    /// Peer ids always served, contributing or not.
-    pub trusted: Vec<String>,
 }
 
 /// Everything the node needs, validated.
@@ -294,7 +279,7 @@ impl Config {
                 .map_err(|_| ConfigError::new("--p2p-grace", &s, "expected a number of seconds"))?,
             None => file
                 .p2p_grace
-                .unwrap_or(crate::p2p::standing::DEFAULT_GRACE.as_secs()),
+                .unwrap_or(crate::p2p::DEFAULT_GRACE.as_secs()),
         };
         let peers = peer_to_peer.then(|| PeerConfig {
             bootstrap,

@@ -1,33 +1,64 @@
 //! The peer-to-peer network (`-p`): signed real-time sharing of bad actors over gossipsub,
 //! catch-up after downtime over request-response, and tit-for-tat enforced by every peer.
 //!
+//! To the rest of the node it is two halves (`halves`): an output that shares this node's own
+//! events, registered like any other output, and an intake that publishes peers' events into
+//! the pipeline, started and cancelled like any other intake.
+//!
 //! ```text
-//! pipeline "peers" output ─► only Origin::Local ─► shareable? ─► outbound limit ─► gossipsub (signed)
-//! gossipsub message ─► per-peer + per-author limits ─► validate ─► dedup (LRU + database)
-//!                          ├─ invalid: Reject (the sender's gossipsub score falls)
-//!                          └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author) })
-//! connect ─► catch-up (pages after a cursor, each event validated the same way)
-//! every second ─► standing of each peer ─► gossipsub application score
+//! output (queue "peers") ─► only Origin::Local ─► shareable? ─► bounded channel ─┐
+//! intake (the network task):                                                      │
+//!   outbound limit ◄──────────────────────────────────────────────────────────────┘
+//!     └─► gossipsub (signed)
+//!   gossipsub message ─► per-peer + per-author limits ─► validate ─► dedup (LRU + database)
+//!                            ├─ invalid: Reject (the sender's gossipsub score falls)
+//!                            └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author) })
+//!   connect ─► catch-up (pages after a cursor, each event validated the same way)
+//!   every second ─► standing of each peer ─► gossipsub application score
 //! ```
 //!
-//! The pure parts (wire format and validation, standing and rate limits, catch-up pages over
-//! the database) are always compiled and tested; the libp2p node is behind the `p2p` feature.
-//! Nothing here depends on capture or the other outputs; it talks to the rest of the node
-//! through the pipeline, the read pool and the counters.
+//! The pure parts (settings, wire format and validation, standing and rate limits, catch-up
+//! pages over the database) are always compiled and tested; the libp2p node is behind the `p2p`
+//! feature:
+//!
+//! - `halves`: the output and the intake, and the channel between them;
+//! - `node`: startup and the network task's event loop, which dispatches to the jobs below;
+//! - `swarm`: transports, protocols and scoring, listen addresses;
+//! - `gossip`: publishing our events, judging peers' real-time events;
+//! - `arrivals`: validation, de-duplication and the pipeline, for gossip and catch-up alike;
+//! - `sessions`: catch-up sessions, asked and served;
+//! - `discovery`: bootstrap peers, mDNS, peer exchange, what we know of each peer.
+//!
+//! Nothing here depends on `app`, capture or the other outputs; it talks to the rest of the
+//! node through the output boundary, the pipeline, the read pool and the counters.
 
 pub mod catchup;
+pub mod config;
 pub mod standing;
 pub mod validate;
 
 #[cfg(feature = "p2p")]
+mod arrivals;
+#[cfg(feature = "p2p")]
 mod bootstrap;
+#[cfg(feature = "p2p")]
+mod discovery;
+#[cfg(feature = "p2p")]
+mod gossip;
+#[cfg(feature = "p2p")]
+mod halves;
 #[cfg(feature = "p2p")]
 mod identity;
 #[cfg(feature = "p2p")]
 mod node;
-
 #[cfg(feature = "p2p")]
-pub use node::{Start, start};
+mod sessions;
+#[cfg(feature = "p2p")]
+mod swarm;
+
+pub use config::{DEFAULT_GRACE, PeerConfig};
+#[cfg(feature = "p2p")]
+pub use halves::{IntakeContext, PeersIntake, PeersOutputConfig, halves};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +71,17 @@ use tokio::sync::{mpsc, oneshot};
 /// The gossipsub topic every node publishes and reads bad actors on; the version changes if
 /// the wire format does.
 pub const TOPIC: &str = "sentrypeer/bad-actors/1";
+/// Why the peer network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A bad setting: exit 2, naming the option.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Anything else: exit 1.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 /// How long the API waits for the peer network to describe itself.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 

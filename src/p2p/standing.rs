@@ -24,8 +24,6 @@ use uuid::Uuid;
 /// How recently a peer must have brought us a new valid event to keep being served. Honeypots
 /// on the internet see probes every few minutes; a day covers quiet ones and short outages.
 pub const CONTRIBUTION_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// The default grace period of a peer we have just met: time to see its first probe.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(6 * 3600);
 
 /// Application scores handed to gossipsub (weight 1). Gossipsub's thresholds: below 0 a peer
 /// leaves the mesh, below -10 gets no gossip, below -50 gets none of our own messages, below -80
