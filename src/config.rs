@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::capture::Listen;
+pub use crate::capture::tls::TlsFiles;
 use crate::cli::Cli;
 use crate::output::webhook::{RawWebhookConfig, WebhookConfig};
 use crate::p2p::PeerConfig;
@@ -91,20 +93,6 @@ impl OneOrMany {
             OneOrMany::Many(v) => v,
         }
     }
-}
-
-/// One address to listen on. Default IPv6 addresses are `optional`: a host without IPv6 skips them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
-    pub addr: SocketAddr,
-    pub optional: bool,
-}
-
-/// TLS certificate and key files; `generate` when both are missing at the default paths.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// Everything the node needs, validated.

@@ -5,6 +5,9 @@
 //!
 //! Two modes: a full list (every listed actor) and changes since a cursor (additions, with their
 //! current expiry, and removals), for consumers that keep their own copy.
+//!
+//! Over 600 lines with its tests, and one thing: seven renderings of the same entries, which
+//! share the header, the time format and the streaming contract.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

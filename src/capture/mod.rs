@@ -15,6 +15,13 @@ use uuid::Uuid;
 use crate::metrics::Counters;
 use crate::pipeline::Pipeline;
 
+/// One address to listen on. Default IPv6 addresses are `optional`: a host without IPv6 skips them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: std::net::SocketAddr,
+    pub optional: bool,
+}
+
 /// What every capture task shares.
 pub struct CaptureContext {
     pub pipeline: Pipeline,

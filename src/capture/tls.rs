@@ -15,7 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::CaptureContext;
 use super::inspect::Meta;
-use crate::config::{ConfigError, TlsFiles};
+use crate::settings::ConfigError;
+
+/// TLS certificate and key files; generated when both are missing.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
 use crate::event::Transport;
 use crate::metrics::Counters;
 

@@ -76,7 +76,7 @@ pub const TOPIC: &str = "sentrypeer/bad-actors/1";
 pub enum StartError {
     /// A bad setting: exit 2, naming the option.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::settings::ConfigError),
     /// Anything else: exit 1.
     #[error(transparent)]
     Other(#[from] anyhow::Error),

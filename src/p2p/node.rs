@@ -39,9 +39,9 @@ use super::standing::Ledger;
 use super::swarm::{self, Behaviour, BehaviourEvent};
 use super::validate::Policy;
 use super::{P2pHandle, PeerInfo, PeersSnapshot, StartError};
-use crate::config::ConfigError;
 use crate::metrics::Counters;
 use crate::pipeline::Pipeline;
+use crate::settings::ConfigError;
 use crate::store::ReadPool;
 
 /// How often standings become scores, and dials are retried.

@@ -31,7 +31,7 @@ use libp2p::{
 use super::catchup::{self, Request, Response};
 use super::validate;
 use super::{StartError, TOPIC};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The largest gossip frame: one event at its limit plus the signature and framing.
 const MAX_GOSSIP_BYTES: usize = validate::MAX_WIRE_EVENT_BYTES + 4 * 1024;
