@@ -174,7 +174,7 @@ impl RunningApp {
         let mut builder = PipelineBuilder::default();
         let mut outputs = Vec::new();
         for (name, queue, out) in built {
-            let queue = queue.map(|q| builder.output(name, q.events));
+            let queue = queue.map(|q| builder.output_of(name, q.events, q.local_only));
             let running = out
                 .start(queue)
                 .with_context(|| format!("cannot start the {name} output"))?;

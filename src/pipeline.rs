@@ -76,6 +76,8 @@ impl OutputStats {
 struct Tap {
     tx: mpsc::Sender<Arc<Event>>,
     stats: Arc<OutputStats>,
+    /// Only events this node captured: peers' reports are claims, not facts to act on.
+    local_only: bool,
 }
 
 /// The fan-out. Cheap to clone; every capture task holds one.
@@ -94,12 +96,24 @@ pub struct PipelineBuilder {
 impl PipelineBuilder {
     /// Adds an output with a queue of `capacity` events and returns its receiving end.
     pub fn output(&mut self, name: &'static str, capacity: usize) -> OutputQueue {
+        self.output_of(name, capacity, false)
+    }
+
+    /// Adds an output that is handed only events this node captured itself (`local_only`), or
+    /// every event.
+    pub fn output_of(
+        &mut self,
+        name: &'static str,
+        capacity: usize,
+        local_only: bool,
+    ) -> OutputQueue {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(OutputStats::new(name, capacity));
         self.stats.push(stats.clone());
         self.taps.push(Tap {
             tx,
             stats: stats.clone(),
+            local_only,
         });
         OutputQueue { rx, stats }
     }
@@ -118,8 +132,12 @@ impl Pipeline {
     /// Hands the event to every output without waiting.
     pub fn publish(&self, event: Event) {
         let size = weight(&event);
+        let local = event.origin == crate::event::Origin::Local;
         let event = Arc::new(event);
         for tap in self.taps.iter() {
+            if tap.local_only && !local {
+                continue;
+            }
             // Bounded in bytes as well as in events: a flood of 64 KiB messages must not fill
             // memory where a flood of small probes would not.
             // Reserve the bytes before the event is visible to the output, so the output's
@@ -222,6 +240,21 @@ mod tests {
         assert_eq!(small.recv_many(&mut buf, 100).await, 1);
         assert_eq!(big.stats.depth(), 0);
         assert_eq!(big.stats.depth_bytes(), 0);
+    }
+
+    #[test]
+    fn a_local_only_output_never_sees_a_peers_event() {
+        let mut b = PipelineBuilder::default();
+        let local = b.output_of("syslog", 10, true);
+        let all = b.output("sqlite", 10);
+        let (p, _) = b.build();
+        p.publish(crate::event::tests::sample());
+        let mut from_peer = crate::event::tests::sample();
+        from_peer.origin = crate::event::Origin::Peer("12D3Koo".into());
+        p.publish(from_peer);
+        assert_eq!(local.stats.depth(), 1);
+        assert_eq!(local.stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(all.stats.depth(), 2);
     }
 
     #[test]

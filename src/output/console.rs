@@ -17,9 +17,7 @@ impl OutputConfig for ConsoleConfig {
     }
 
     fn queue(&self) -> Option<QueuePolicy> {
-        Some(QueuePolicy {
-            events: super::OUTPUT_QUEUE_EVENTS,
-        })
+        Some(QueuePolicy::every(super::OUTPUT_QUEUE_EVENTS))
     }
 
     fn build(&self, _cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {

@@ -72,9 +72,7 @@ impl OutputConfig for JsonLogConfig {
     }
 
     fn queue(&self) -> Option<QueuePolicy> {
-        Some(QueuePolicy {
-            events: super::OUTPUT_QUEUE_EVENTS,
-        })
+        Some(QueuePolicy::every(super::OUTPUT_QUEUE_EVENTS))
     }
 
     /// Opens the file now, so an unwritable path stops the node at startup; SIGHUP reopens it.

@@ -48,6 +48,19 @@ pub const OUTPUT_QUEUE_EVENTS: usize = 16_384;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueuePolicy {
     pub events: usize,
+    /// Only events this node captured: an output that acts on what it writes (the fail2ban
+    /// line) must never act on a peer's claim.
+    pub local_only: bool,
+}
+
+impl QueuePolicy {
+    /// A queue of `events` for every event, local or from peers.
+    pub const fn every(events: usize) -> QueuePolicy {
+        QueuePolicy {
+            events,
+            local_only: false,
+        }
+    }
 }
 
 /// What the rest of the node offers an output while it is built.

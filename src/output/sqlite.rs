@@ -29,9 +29,7 @@ impl OutputConfig for SqliteConfig {
     }
 
     fn queue(&self) -> Option<QueuePolicy> {
-        Some(QueuePolicy {
-            events: super::DATABASE_QUEUE_EVENTS,
-        })
+        Some(QueuePolicy::every(super::DATABASE_QUEUE_EVENTS))
     }
 
     fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {

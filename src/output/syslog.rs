@@ -115,8 +115,10 @@ impl OutputConfig for SyslogConfig {
     }
 
     fn queue(&self) -> Option<QueuePolicy> {
+        // fail2ban bans on one line: only what this node saw itself may write one.
         Some(QueuePolicy {
             events: super::OUTPUT_QUEUE_EVENTS,
+            local_only: true,
         })
     }
 

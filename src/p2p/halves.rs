@@ -74,9 +74,7 @@ impl OutputConfig for PeersOutputConfig {
     }
 
     fn queue(&self) -> Option<QueuePolicy> {
-        Some(QueuePolicy {
-            events: output::OUTPUT_QUEUE_EVENTS,
-        })
+        Some(QueuePolicy::every(output::OUTPUT_QUEUE_EVENTS))
     }
 
     fn build(&self, _cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {

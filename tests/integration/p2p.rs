@@ -679,3 +679,43 @@ fn a_single_peers_report_is_kept_but_is_no_verdict_until_a_second_author_confirm
     assert!(text.contains("\n5557001,"), "{text}");
     assert!(text.trim_end().ends_with(",peers"), "{text}");
 }
+
+#[test]
+fn a_peers_event_never_writes_a_syslog_line_so_fail2ban_acts_only_on_what_this_node_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("log.sock");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let origin = p2p_node(None, None, &[LAB]);
+    let listener = p2p_node(
+        None,
+        Some(&origin),
+        &[LAB, "-s", "--syslog-socket", socket_path.to_str().unwrap()],
+    );
+    wait_connected(&[&origin, &listener], 1);
+    probe(&origin, "5558001", 1);
+    assert!(
+        poll(DEFAULT_WAIT, || rows_for(&listener, "5558001") == 1),
+        "the peer's event never arrived\n{}",
+        listener.log_text()
+    );
+    // Now something the listener sees itself: its line is the first and only one.
+    listener.send_udp(&options("5558002", "p2p-test", 2));
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let got = poll(DEFAULT_WAIT, || {
+        if let Ok(n) = daemon.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        !lines.is_empty()
+    });
+    assert!(got, "no syslog line for the local probe");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let syslog = &listener.health()["outputs"]["syslog"];
+    assert_eq!(
+        (&syslog["written"], &syslog["dropped"]),
+        (&json!(1), &json!(0))
+    );
+}
