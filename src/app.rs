@@ -267,6 +267,7 @@ impl RunningApp {
                 webhook: webhook_stats,
                 p2p: p2p.clone(),
                 rules: rules.clone(),
+                apiban_keys: Arc::new(config.apiban_keys.clone()),
                 list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,

@@ -122,6 +122,16 @@ pub struct Cli {
     )]
     pub allow_file: Option<PathBuf>,
 
+    /// A key APIBAN clients must send (repeatable); without one, any key is accepted
+    #[arg(
+        long = "apiban-key",
+        env = "SENTRYPEER_APIBAN_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub apiban_key: Vec<String>,
+
     /// Delete recorded events older than this (30d, 12h...) [default: keep every event]
     #[arg(
         long = "retention",

@@ -77,6 +77,7 @@ struct FileConfig {
     allow: Option<OneOrMany>,
     allow_file: Option<PathBuf>,
     retention: Option<String>,
+    apiban_key: Option<Vec<Secret>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +115,8 @@ pub struct Config {
     pub peers: Option<PeerConfig>,
     /// Who is a bad actor: TTL, allowlist, retention, corroboration.
     pub actors: crate::actors::config::ActorConfig,
+    /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
+    pub apiban_keys: Vec<Secret>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -339,6 +342,11 @@ impl Config {
             webhook,
             peers,
             actors,
+            apiban_keys: if cli.apiban_key.is_empty() {
+                file.apiban_key.unwrap_or_default()
+            } else {
+                cli.apiban_key.into_iter().map(Secret::new).collect()
+            },
             warnings,
             created_config_file,
         })

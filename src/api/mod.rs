@@ -11,7 +11,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -21,6 +21,7 @@ use crate::metrics::{Counters, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListCursor, ListKind, ReadPool};
 
+pub mod apiban;
 pub mod blocklist;
 pub mod serve;
 
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub list_streams: Arc<crate::conn_limits::ConnLimits>,
     /// Who is listed: the rule lookups, lists and exports answer by.
     pub rules: Arc<crate::actors::Rules>,
+    /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
+    pub apiban_keys: Arc<Vec<crate::settings::Secret>>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -123,9 +126,30 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/misp/hashes.csv", only_get(get(blocklist::misp_hashes)))
         .route("/misp/{file}", only_get(get(blocklist::misp_event)))
+        .route("/api/get", only_post(post(apiban::v2_get)))
+        .route("/api/check", only_post(post(apiban::v2_check)))
+        .route("/api/{key}/banned", only_get(get(apiban::v1_banned)))
+        .route(
+            "/api/{key}/banned/{id}",
+            only_get(get(apiban::v1_banned_since)),
+        )
+        .route("/api/{key}/check/{ip}", only_get(get(apiban::v1_check)))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
+}
+
+/// A POST-only route: other methods get 405 with an `Allow` header.
+fn only_post(route: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
+    route.fallback(|| async {
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "Method not allowed"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        r
+    })
 }
 
 /// Every other method gets 405 with an `Allow` header (upstream just drops the connection).

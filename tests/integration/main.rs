@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod apiban;
 mod capture;
 mod cli;
 mod durability;
