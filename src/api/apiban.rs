@@ -62,7 +62,8 @@ fn bearer(headers: &HeaderMap) -> &str {
         .trim()
 }
 
-async fn banned_from(s: &ApiState, id: Option<&str>) -> Result<Response, ApiError> {
+/// The APIBAN batch after `id` (`None` or `100`: from the start), as APIBAN answers it.
+pub(super) async fn banned_from(s: &ApiState, id: Option<&str>) -> Result<Response, ApiError> {
     // `100` (APIBAN's first ID) and no ID both mean from the start.
     let id = match id {
         None => 0,

@@ -113,14 +113,6 @@ async fn export(
     .await
 }
 
-/// APIBAN's answer when there is nothing after the client's ID.
-fn no_new_bans() -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        &json!({"ipaddress": ["no new bans"], "ID": "none"}),
-    )
-}
-
 /// The next APIBAN batch after `id`: up to 250 listed addresses in change order, and the ID to
 /// ask with next. `None` when nothing was listed after `id`.
 pub fn banned_batch(
@@ -159,32 +151,17 @@ pub fn banned_batch(
     Ok((!out.is_empty()).then(|| (out, after as u64 + APIBAN_ID_OFFSET)))
 }
 
-pub(super) async fn banned(s: State<ApiState>) -> Result<Response, ApiError> {
-    banned_after(s, 0).await
+/// `GET /banned`: APIBAN's v1 list from the start (see `api::apiban`).
+pub(super) async fn banned(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    super::apiban::banned_from(&s, None).await
 }
 
+/// `GET /banned/{ID}`: what was listed after `ID`.
 pub(super) async fn banned_since(
-    s: State<ApiState>,
+    State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = id
-        .parse::<u64>()
-        .map_err(|_| ApiError::Invalid("the ID must be a number".into()))?;
-    banned_after(s, id).await
-}
-
-async fn banned_after(State(s): State<ApiState>, id: u64) -> Result<Response, ApiError> {
-    let (store, rules) = (s.store.clone(), s.rules.clone());
-    let batch = tokio::task::spawn_blocking(move || banned_batch(&store, &rules, id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(match batch {
-        Some((ips, next)) => json_response(
-            StatusCode::OK,
-            &json!({"ipaddress": ips, "ID": next.to_string()}),
-        ),
-        None => no_new_bans(),
-    })
+    super::apiban::banned_from(&s, Some(&id)).await
 }
 
 /// `GET /misp/manifest.json`: the node's two feed events (addresses, numbers) as MISP's feed

@@ -668,19 +668,8 @@ pub fn timestamp_ms(ts: &str) -> Option<i64> {
         }
         _ => 0,
     };
-    let days = days_from_civil(y, mo as u32, d as u32);
+    let days = crate::event::days_from_civil(y, mo as u32, d as u32);
     Some(((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + ms)
-}
-
-/// (year, month, day) to days since 1970-01-01 (the inverse of `event::civil_from_days`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
