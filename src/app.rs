@@ -38,6 +38,8 @@ pub struct Bound {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     pub api: Vec<SocketAddr>,
+    pub agent_udp: Vec<SocketAddr>,
+    pub agent_tcp: Vec<SocketAddr>,
 }
 
 /// A started node.
@@ -80,6 +82,8 @@ struct Sockets {
     tcp: Vec<std::net::TcpListener>,
     tls: Vec<std::net::TcpListener>,
     api: Vec<std::net::TcpListener>,
+    agent_udp: Vec<std::net::UdpSocket>,
+    agent_tcp: Vec<std::net::TcpListener>,
 }
 
 impl RunningApp {
@@ -257,6 +261,40 @@ impl RunningApp {
             }
         }
         drop(cx);
+        let agent_stats = Arc::new(crate::agent::AgentStats::default());
+        if let Some(a) = &config.agent {
+            let agent = Arc::new(crate::agent::Agent {
+                store: Arc::new(ReadPool::new(&config.db_file)),
+                rules: rules.clone(),
+                stats: agent_stats.clone(),
+                allow: a.allow_list(),
+                source_header: a.source_header.clone(),
+                divert: a.divert.clone(),
+            });
+            for s in sockets.agent_udp {
+                let socket = UdpSocket::from_std(s).context("registering an agent socket")?;
+                bound
+                    .agent_udp
+                    .push(socket.local_addr().context("reading an agent address")?);
+                intake.spawn(crate::agent::serve_udp(
+                    socket,
+                    agent.clone(),
+                    cancel.clone(),
+                ));
+            }
+            for s in sockets.agent_tcp {
+                let listener = TcpListener::from_std(s).context("registering an agent listener")?;
+                bound
+                    .agent_tcp
+                    .push(listener.local_addr().context("reading an agent address")?);
+                intake.spawn(crate::agent::serve_tcp(
+                    listener,
+                    agent.clone(),
+                    cancel.clone(),
+                    intake.clone(),
+                ));
+            }
+        }
         if !sockets.api.is_empty() {
             let state = ApiState {
                 store: Arc::new(ReadPool::new(&config.db_file)),
@@ -268,6 +306,7 @@ impl RunningApp {
                 p2p: p2p.clone(),
                 rules: rules.clone(),
                 apiban_keys: Arc::new(config.apiban_keys.clone()),
+                agent: config.agent.as_ref().map(|_| agent_stats.clone()),
                 list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,
@@ -298,6 +337,8 @@ impl RunningApp {
             ("TCP", &bound.tcp),
             ("TLS", &bound.tls),
             ("API", &bound.api),
+            ("AGENT", &bound.agent_udp),
+            ("AGENT-TCP", &bound.agent_tcp),
         ] {
             for addr in addrs {
                 tracing::info!(%transport, %addr, "Listening.");
@@ -376,7 +417,23 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
         tcp: vec![],
         tls: vec![],
         api: vec![],
+        agent_udp: vec![],
+        agent_tcp: vec![],
     };
+    if let Some(agent) = &config.agent {
+        for addr in &agent.listen {
+            let l = Listen {
+                addr: *addr,
+                optional: false,
+            };
+            if let Some(sock) = bind(&l, "--agent-listen", Type::DGRAM)? {
+                s.agent_udp.push(sock.into());
+            }
+            if let Some(sock) = bind(&l, "--agent-listen", Type::STREAM)? {
+                s.agent_tcp.push(sock.into());
+            }
+        }
+    }
     for l in &config.udp {
         if let Some(sock) = bind(l, "--udp-listen", Type::DGRAM)? {
             s.udp.push(sock.into());

@@ -122,6 +122,41 @@ pub struct Cli {
     )]
     pub allow_file: Option<PathBuf>,
 
+    /// Fraud-check agent address, IP:PORT on UDP and TCP (repeatable): a SIP redirect server your
+    /// PBX asks before each call (603 bad actor, 302 divert, 404 carry on)
+    #[arg(
+        long = "agent-listen",
+        env = "SENTRYPEER_AGENT_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub agent_listen: Vec<String>,
+
+    /// Who may ask the agent, CIDR (repeatable) [default: loopback]
+    #[arg(
+        long = "agent-allow",
+        env = "SENTRYPEER_AGENT_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub agent_allow: Vec<String>,
+
+    /// The header your PBX puts the caller's address in [default: X-Source-IP]
+    #[arg(
+        long = "agent-source-header",
+        env = "SENTRYPEER_AGENT_SOURCE_HEADER",
+        value_name = "NAME"
+    )]
+    pub agent_source_header: Option<String>,
+
+    /// Divert bad calls to this SIP URI with 302 instead of declining them with 603
+    #[arg(
+        long = "agent-divert",
+        env = "SENTRYPEER_AGENT_DIVERT",
+        value_name = "URI"
+    )]
+    pub agent_divert: Option<String>,
+
     /// A key APIBAN clients must send (repeatable); without one, any key is accepted
     #[arg(
         long = "apiban-key",

@@ -78,6 +78,10 @@ struct FileConfig {
     allow_file: Option<PathBuf>,
     retention: Option<String>,
     apiban_key: Option<Vec<Secret>>,
+    agent_listen: Option<OneOrMany>,
+    agent_allow: Option<OneOrMany>,
+    agent_source_header: Option<String>,
+    agent_divert: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +121,8 @@ pub struct Config {
     pub actors: crate::actors::config::ActorConfig,
     /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
     pub apiban_keys: Vec<Secret>,
+    /// The fraud-check agent, when `--agent-listen` is given.
+    pub agent: Option<crate::agent::AgentConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -342,6 +348,12 @@ impl Config {
             webhook,
             peers,
             actors,
+            agent: crate::agent::AgentConfig::resolve(crate::agent::RawAgentConfig {
+                listen: pick(cli.agent_listen, file.agent_listen),
+                allow: pick(cli.agent_allow, file.agent_allow),
+                source_header: cli.agent_source_header.or(file.agent_source_header),
+                divert: cli.agent_divert.or(file.agent_divert),
+            })?,
             apiban_keys: if cli.apiban_key.is_empty() {
                 file.apiban_key.unwrap_or_default()
             } else {

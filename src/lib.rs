@@ -8,6 +8,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod capture;

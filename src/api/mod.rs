@@ -49,6 +49,8 @@ pub struct ApiState {
     pub rules: Arc<crate::actors::Rules>,
     /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
     pub apiban_keys: Arc<Vec<crate::settings::Secret>>,
+    /// The fraud-check agent's counters, when it runs.
+    pub agent: Option<Arc<crate::agent::AgentStats>>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -234,6 +236,14 @@ async fn health_check(State(s): State<ApiState>) -> Response {
     if let Some(p) = &s.p2p {
         body["peer_id"] = p.peer_id.clone().into();
     }
+    if let Some(a) = &s.agent {
+        let v: serde_json::Map<String, serde_json::Value> = a
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("agent_").to_string(), v.into()))
+            .collect();
+        body["agent"] = v.into();
+    }
     json_response(StatusCode::OK, &body)
 }
 
@@ -333,6 +343,14 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     }
     if let Some(w) = &s.webhook {
         webhook_metrics(&mut out, w);
+    }
+    if let Some(a) = &s.agent {
+        for (name, value) in a.snapshot() {
+            let _ = writeln!(
+                out,
+                "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}"
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -672,6 +672,33 @@ impl Request<'_> {
             .map(addr::unescape_user)
     }
 
+    /// The user part of the Request-URI, %-decoded as [`Request::called_number`] decodes it:
+    /// the number a PBX asks a redirect server about.
+    #[must_use]
+    pub fn request_uri_user(&self) -> Option<Cow<'_, str>> {
+        addr::uri_user(self.uri).map(addr::unescape_user)
+    }
+
+    /// The address the topmost Via says the request came from: its `received` parameter, else
+    /// its sent-by host; `None` if neither is an IP address.
+    #[must_use]
+    pub fn top_via_address(&self) -> Option<std::net::IpAddr> {
+        let value = self.headers_named("Via").next()?;
+        let mut received = None;
+        let (parm, _) = via::first(value, &mut |(name, v)| {
+            if name.eq_ignore_ascii_case("received") {
+                received = v.and_then(|v| v.trim().parse().ok());
+            }
+        })?;
+        received.or_else(|| {
+            parm.host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
+    }
+
     /// The User-Agent value; `None` if absent or empty.
     #[must_use]
     pub fn user_agent(&self) -> Option<&str> {

@@ -118,6 +118,19 @@ pub fn response(req: &Request<'_>, status: u16, reason: &str, cx: &ReplyContext<
     build(req, status, reason, cx, &[], None)
 }
 
+/// [`response`] with extra header fields after the common ones (a `Contact` for a redirect, a
+/// `Reason`).
+#[must_use]
+pub fn response_with(
+    req: &Request<'_>,
+    status: u16,
+    reason: &str,
+    cx: &ReplyContext<'_>,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    build(req, status, reason, cx, extra, None)
+}
+
 fn build(
     req: &Request<'_>,
     status: u16,

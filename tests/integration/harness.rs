@@ -22,6 +22,9 @@ pub struct Node {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     pub api: Vec<SocketAddr>,
+    /// The fraud-check agent's UDP and TCP addresses (`--agent-listen`).
+    pub agent: Vec<SocketAddr>,
+    pub agent_tcp: Vec<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -117,6 +120,8 @@ impl Node {
             tcp: vec![],
             tls: vec![],
             api: vec![],
+            agent: vec![],
+            agent_tcp: vec![],
             log,
         };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
@@ -138,6 +143,8 @@ impl Node {
                 "TCP" => node.tcp.push(addr),
                 "TLS" => node.tls.push(addr),
                 "API" => node.api.push(addr),
+                "AGENT" => node.agent.push(addr),
+                "AGENT-TCP" => node.agent_tcp.push(addr),
                 _ => {}
             }
         }
