@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod blocklist;
 mod capture;
 mod cli;
 mod durability;
