@@ -116,7 +116,12 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     Listed(Actor),
-    Removed(String),
+    /// No longer listed: the key, and when it was first seen (a STIX revocation is a new version
+    /// of the indicator, and keeps its `created`).
+    Removed {
+        key: String,
+        first_seen_ms: i64,
+    },
 }
 
 /// What every export is told up front.
@@ -292,7 +297,7 @@ impl Writer {
                 let sign = if since { "+" } else { "" };
                 let _ = writeln!(text(out), "{sign}{}", a.key);
             }
-            (Format::Plain, Entry::Removed(k)) => {
+            (Format::Plain, Entry::Removed { key: k, .. }) => {
                 let _ = writeln!(text(out), "-{k}");
             }
             (Format::Csv, Entry::Listed(a)) => {
@@ -312,7 +317,7 @@ impl Writer {
                     a.origin.as_str()
                 );
             }
-            (Format::Csv, Entry::Removed(k)) => {
+            (Format::Csv, Entry::Removed { key: k, .. }) => {
                 let _ = writeln!(text(out), "remove,{},,,,,", csv_field(k));
             }
             (Format::Json, e) => {
@@ -324,7 +329,7 @@ impl Writer {
             (Format::Ipset, e) => {
                 let (key, add) = match e {
                     Entry::Listed(a) => (&a.key, Some(a)),
-                    Entry::Removed(k) => (k, None),
+                    Entry::Removed { key: k, .. } => (k, None),
                 };
                 let Ok(ip) = key.parse::<IpAddr>() else {
                     return;
@@ -348,15 +353,24 @@ impl Writer {
             }
             (Format::Nft, e) => self.nft_entry(out, e),
             (Format::Stix, Entry::Listed(a)) => self.stix_entry(out, a),
-            (Format::Stix, Entry::Removed(k)) => {
-                // STIX says an indicator ended by revoking it.
+            (
+                Format::Stix,
+                Entry::Removed {
+                    key: k,
+                    first_seen_ms,
+                },
+            ) => {
+                // STIX says an indicator ended by revoking it: a new version of the indicator
+                // the full export gave, so the same `created` (and `valid_from`) and a later
+                // `modified`.
                 let id = self.indicator_id(k);
-                let now = rfc3339(self.h.now_ms);
+                let created = rfc3339(*first_seen_ms);
+                let modified = rfc3339(self.h.now_ms.max(first_seen_ms + 1));
                 let _ = write!(
                     text(out),
                     ",{{\"type\":\"indicator\",\"spec_version\":\"2.1\",\"id\":\"{id}\",\
-                     \"created\":\"{now}\",\"modified\":\"{now}\",\"revoked\":true,\
-                     \"pattern\":{},\"pattern_type\":\"stix\",\"valid_from\":\"{now}\"}}",
+                     \"created\":\"{created}\",\"modified\":\"{modified}\",\"revoked\":true,\
+                     \"pattern\":{},\"pattern_type\":\"stix\",\"valid_from\":\"{created}\"}}",
                     json_str(&stix_pattern(k))
                 );
             }
@@ -367,7 +381,7 @@ impl Writer {
                 self.misp_attribute(out, a);
             }
             // A MISP feed event is a snapshot; removals are simply absent from the next one.
-            (Format::Misp, Entry::Removed(_)) => self.written -= 1,
+            (Format::Misp, Entry::Removed { .. }) => self.written -= 1,
         }
     }
 
@@ -411,7 +425,7 @@ impl Writer {
                     a.origin.as_str()
                 );
             }
-            Entry::Removed(k) => {
+            Entry::Removed { key: k, .. } => {
                 out.push(b'{');
                 change(out, "remove");
                 let _ = write!(text(out), "\"{word}\":{}}}", json_str(k));
@@ -422,7 +436,7 @@ impl Writer {
     fn nft_entry(&mut self, out: &mut Vec<u8>, e: &Entry) {
         let (key, timeout) = match e {
             Entry::Listed(a) => (&a.key, self.remaining_secs(a.expires_ms)),
-            Entry::Removed(k) => (k, None),
+            Entry::Removed { key: k, .. } => (k, None),
         };
         let Ok(ip) = key.parse::<IpAddr>() else {
             return;
@@ -444,7 +458,7 @@ impl Writer {
                     self.flush_nft(out, v4);
                 }
             }
-            Entry::Removed(_) => {
+            Entry::Removed { .. } => {
                 // `delete element` fails the whole script when the kernel has already expired the
                 // element; adding it first (with the shortest timeout) makes the delete certain.
                 let set = if ip.is_ipv4() { NFT_SET_V4 } else { NFT_SET_V6 };
@@ -647,6 +661,13 @@ mod tests {
         }
     }
 
+    fn removed(key: &str) -> Entry {
+        Entry::Removed {
+            key: key.into(),
+            first_seen_ms: NOW - 60_000,
+        }
+    }
+
     fn export(kind: Kind, format: Format, since: Option<u64>, entries: &[Entry]) -> String {
         let mut w = Writer::new(Header {
             kind,
@@ -694,7 +715,7 @@ mod tests {
                 Some(7),
                 &[
                     Entry::Listed(actor("203.0.113.7", NOW + 1000)),
-                    Entry::Removed("192.0.2.1".into())
+                    removed("192.0.2.1")
                 ]
             ),
             "+203.0.113.7\n-192.0.2.1\n"
@@ -729,7 +750,7 @@ mod tests {
             Some(40),
             &[
                 Entry::Listed(actor("203.0.113.7", NOW + 1000)),
-                Entry::Removed("192.0.2.1".into()),
+                removed("192.0.2.1"),
             ],
         ))
         .unwrap();
@@ -752,12 +773,7 @@ mod tests {
                 "add sentrypeer6 2001:db8::7 timeout 0 -exist",
             ]
         );
-        let got = export(
-            Kind::Ip,
-            Format::Ipset,
-            Some(1),
-            &[Entry::Removed("2001:db8::9".into())],
-        );
+        let got = export(Kind::Ip, Format::Ipset, Some(1), &[removed("2001:db8::9")]);
         assert!(
             got.ends_with("del sentrypeer6 2001:db8::9 -exist\n"),
             "{got}"
@@ -781,12 +797,7 @@ mod tests {
             .collect();
         let got = export(Kind::Ip, Format::Nft, None, &many);
         assert_eq!(got.matches("add element").count(), 2);
-        let got = export(
-            Kind::Ip,
-            Format::Nft,
-            Some(3),
-            &[Entry::Removed("192.0.2.1".into())],
-        );
+        let got = export(Kind::Ip, Format::Nft, Some(3), &[removed("192.0.2.1")]);
         assert!(got.contains(
             "add element inet sentrypeer bad_actors_v4 { 192.0.2.1 timeout 1s }\n\
              delete element inet sentrypeer bad_actors_v4 { 192.0.2.1 }\n"
@@ -806,6 +817,31 @@ mod tests {
         assert_eq!(objects[2]["pattern"], "[ipv6-addr:value = '2001:db8::7']");
         assert!(objects[2].get("valid_until").is_none());
         assert_eq!(objects[1]["created_by_ref"], objects[0]["id"]);
+    }
+
+    #[test]
+    fn a_removal_in_stix_is_a_revoked_version_of_the_same_indicator() {
+        let full: serde_json::Value = serde_json::from_str(&export(
+            Kind::Ip,
+            Format::Stix,
+            None,
+            &[Entry::Listed(actor("192.0.2.1", NOW + 1000))],
+        ))
+        .unwrap();
+        let since: serde_json::Value = serde_json::from_str(&export(
+            Kind::Ip,
+            Format::Stix,
+            Some(3),
+            &[removed("192.0.2.1")],
+        ))
+        .unwrap();
+        let (was, now) = (&full["objects"][1], &since["objects"][1]);
+        assert_eq!(now["revoked"], true);
+        for same in ["id", "created", "valid_from", "pattern"] {
+            assert_eq!(now[same], was[same], "{same}");
+        }
+        assert_eq!(now["modified"], "2025-11-30T10:00:00.000Z");
+        assert!(now["modified"].as_str() > was["modified"].as_str());
     }
 
     #[test]

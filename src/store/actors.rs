@@ -561,7 +561,10 @@ impl ActorRow {
                 expires_ms,
                 origin: self.origin(),
             }),
-            None => Entry::Removed(self.key.clone()),
+            None => Entry::Removed {
+                key: self.key.clone(),
+                first_seen_ms: self.first_seen_ms,
+            },
         }
     }
 }

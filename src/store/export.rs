@@ -135,15 +135,15 @@ impl ExportCursor {
                     corroborated_ms: None,
                     ..row.clone()
                 };
-                if let (Entry::Listed(_), Entry::Removed(k)) =
+                if let (Entry::Listed(_), removed @ Entry::Removed { .. }) =
                     (&entry, local_only.entry(kind, &self.rules, self.now_ms))
                 {
-                    entry = Entry::Removed(k);
+                    entry = removed;
                 }
             }
             match (&entry, self.req.since) {
                 // A full list holds what is listed; only changes mode tells of removals.
-                (Entry::Removed(_), None) => {}
+                (Entry::Removed { .. }, None) => {}
                 _ => self.writer.entry(&mut out, &entry),
             }
         }

@@ -543,3 +543,16 @@ fn number_after(text: &str, key: &str) -> i64 {
         .parse()
         .unwrap()
 }
+
+/// Whether something a test needs is there. Under CI (`CI` set), which must install it, its
+/// absence fails the test; elsewhere the test is skipped and says why.
+pub fn available(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing: .ci/install-deps installs it"
+        );
+        eprintln!("SKIPPED: {what} is not available here");
+    }
+    ok
+}
