@@ -90,6 +90,19 @@ pub fn run(
     actors: &crate::actors::config::ActorConfig,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
+    match command {
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(out)?;
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "sentrypeer", out);
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Command::Export {
         format,
         kind,
@@ -111,7 +124,9 @@ pub fn run(
         source,
     })?;
     match command {
-        Command::Export { .. } => unreachable!("handled above"),
+        Command::Export { .. } | Command::Man | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
         Command::Webhook(WebhookCommand::Status) => {
             writeln!(out, "outbox: {}", outbox::depth(&conn)?)?;
             writeln!(out, "dead letters: {}", outbox::dead_letter_count(&conn)?)?;

@@ -359,6 +359,13 @@ pub enum Command {
     /// Inspect the WebHook's outbox and dead letters, and replay them
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Print the man page (roff) to standard output: `sentrypeer man | man -l -`
+    Man,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Write the listed bad actors to standard output (while the node runs or not)
     Export {
         /// plain, csv, json, ipset, nft, stix or misp (numbers: plain, csv, json, misp)

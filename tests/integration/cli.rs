@@ -215,3 +215,51 @@ fn a_missing_config_file_is_written_and_a_malformed_one_is_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn the_man_page_and_completions_come_from_the_same_flags_as_the_parser() {
+    let (code, man, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH sentrypeer"),
+        "{man}"
+    );
+    for flag in [
+        "actor\\-ttl",
+        "allow\\-file",
+        "agent\\-listen",
+        "json\\-log\\-file",
+    ] {
+        assert!(man.contains(flag), "man page lacks {flag}");
+    }
+    if have("man") {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("sentrypeer.1");
+        std::fs::write(&page, &man).unwrap();
+        let out = Command::new("man")
+            .arg("-l")
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--actor-ttl"));
+    }
+    for (shell, mark) in [
+        ("bash", "_sentrypeer()"),
+        ("zsh", "#compdef sentrypeer"),
+        ("fish", "complete -c sentrypeer"),
+    ] {
+        let (code, script, err) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{err}");
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("actor-ttl"), "{shell} lacks --actor-ttl");
+    }
+    let (code, _, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+}
