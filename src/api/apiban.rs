@@ -69,7 +69,14 @@ pub(super) async fn banned_from(s: &ApiState, id: Option<&str>) -> Result<Respon
         None => 0,
         Some(id) => match id.trim().parse::<u64>() {
             Ok(n) => n,
-            Err(_) => return Ok(answer(StatusCode::BAD_REQUEST, "bad id", "none")),
+            Err(_) => {
+                // APIBAN's shape, plus the `error` our own endpoints carry.
+                return Ok(json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"ipaddress": ["bad id"], "ID": "none",
+                            "error": "the ID must be a number"}),
+                ));
+            }
         },
     };
     let (store, rules) = (s.store.clone(), s.rules.clone());
