@@ -11,6 +11,7 @@ mod blocklist;
 mod capture;
 mod cli;
 mod durability;
+mod grafana;
 mod hostile;
 mod logrotate;
 #[cfg(feature = "p2p")]

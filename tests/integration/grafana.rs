@@ -1,0 +1,53 @@
+//! The shipped Grafana dashboard names only metrics the node exports.
+
+use std::collections::BTreeSet;
+
+use crate::harness::*;
+
+/// Every `sentrypeer_…` metric name in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("sentrypeer_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        out.insert(name);
+    }
+    out
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_names_is_exported() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana/sentrypeer.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = String::new();
+    for panel in v["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push_str(t["expr"].as_str().unwrap());
+            exprs.push('\n');
+        }
+    }
+    let wanted = metric_names(&exprs);
+    assert!(wanted.len() > 20, "{wanted:?}");
+    // Every optional part that has metrics, switched on.
+    let node = Node::start(&[
+        "--agent-listen",
+        "127.0.0.1:0",
+        "-w",
+        "http://127.0.0.1:9/unreachable",
+    ]);
+    let r = node.get("/metrics");
+    let exported = metric_names(&String::from_utf8(r.body).unwrap());
+    let missing: Vec<&String> = wanted.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard names metrics the node does not export: {missing:?}"
+    );
+}
