@@ -12,6 +12,7 @@ mod capture;
 mod cli;
 mod durability;
 mod hostile;
+mod kamailio;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
