@@ -197,68 +197,11 @@ impl Drop for Kamailio {
     }
 }
 
-/// The UAS's sipp scenario, written to `dir`: answers an INVITE (180, 200 with the
-/// Record-Route it was sent, which sipp's built-in UAS leaves out), takes the ACK and the BYE.
-/// An INVITE that still carries the question to the agent (`X-Source-IP`) fails the call.
-fn uas_scenario(dir: &Path) -> PathBuf {
-    let path = dir.join("uas.xml");
-    std::fs::write(
-        &path,
-        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answers">
-  <recv request="INVITE">
-    <action>
-      <ereg regexp=".+" search_in="hdr" header="X-Source-IP:" check_it_inverse="true" assign_to="leaked"/>
-    </action>
-  </recv>
-  <Reference variables="leaked"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_Record-Route:]
-      [last_From:]
-      [last_To:];tag=[pid]-[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_Record-Route:]
-      [last_From:]
-      [last_To:];tag=[pid]-[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#,
-    )
-    .unwrap();
-    path
+/// A sipp scenario from `tests/data/sipp/`.
+fn sipp_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sipp")
+        .join(name)
 }
 
 /// A sipp UAS on 127.0.0.1 taking `calls` calls, then exiting; killed on drop.
@@ -276,7 +219,7 @@ impl Uas {
             let port = free_udp_port();
             let mut child = Command::new("sipp")
                 .arg("-sf")
-                .arg(uas_scenario(dir))
+                .arg(sipp_file("uas-answers.xml"))
                 .args(["-i", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s"])
                 .arg("-timeout_error")
@@ -341,12 +284,12 @@ impl Drop for Uas {
     }
 }
 
-/// A sipp scenario, written to `dir`: an INVITE and then, for `Some(code)`, its refusal with
-/// `code` and the ACK; for `None`, its answer by the far end and a whole call: ACK and BYE sent
-/// as RFC 3261 says (to the Contact, through the recorded route), which sipp's built-in UAC does
-/// not do.
-fn scenario(dir: &Path, refused: Option<u16>) -> PathBuf {
-    const INVITE: &str = r#"
+/// A sipp scenario, written to `dir`: an INVITE that must be refused with `code`, and its ACK.
+fn refused_scenario(dir: &Path, code: u16) -> PathBuf {
+    let path = dir.join(format!("refused-{code}.xml"));
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="refused with {code}">
   <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -361,12 +304,7 @@ fn scenario(dir: &Path, refused: Option<u16>) -> PathBuf {
 
     ]]>
   </send>
-  <recv response="100" optional="true"/>"#;
-    let (name, rest) = match refused {
-        Some(code) => (
-            format!("refused-{code}"),
-            format!(
-                r#"
+  <recv response="100" optional="true"/>
   <recv response="{code}"/>
   <send>
     <![CDATA[
@@ -380,50 +318,9 @@ fn scenario(dir: &Path, refused: Option<u16>) -> PathBuf {
       Content-Length: 0
 
     ]]>
-  </send>"#
-            ),
-        ),
-        None => (
-            "answered".to_string(),
-            r#"
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
   </send>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>"#
-                .to_string(),
-        ),
-    };
-    let path = dir.join(format!("{name}.xml"));
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">{INVITE}{rest}\n</scenario>\n"
+</scenario>
+"#
     );
     std::fs::write(&path, xml).unwrap();
     path
@@ -431,7 +328,7 @@ fn scenario(dir: &Path, refused: Option<u16>) -> PathBuf {
 
 /// One call with sipp from `source` (its own free port there) to `number` through Kamailio;
 /// `refused` names the code it must be refused with, `None` that it must be answered and
-/// completed.
+/// completed (`tests/data/sipp/uac-call.xml`).
 fn call(dir: &Path, k: &Kamailio, source: &str, number: &str, refused: Option<u16>) {
     let what = match refused {
         Some(code) => format!("refused with {code}"),
@@ -447,7 +344,10 @@ fn call(dir: &Path, k: &Kamailio, source: &str, number: &str, refused: Option<u1
         let mut cmd = Command::new("sipp");
         cmd.arg(k.addr.to_string())
             .arg("-sf")
-            .arg(scenario(dir, refused))
+            .arg(match refused {
+                Some(code) => refused_scenario(dir, code),
+                None => sipp_file("uac-call.xml"),
+            })
             .args(["-s", number, "-i", source, "-p", &port.to_string()])
             .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
             .current_dir(dir);
