@@ -589,3 +589,53 @@ fn the_redirect_set_up_sends_the_attacker_to_the_divert_target_on_the_agents_302
     k.wait_log(&["diverted", ATTACKER, &divert]);
     assert_eq!(node.health()["agent"]["diverted"], 1);
 }
+
+#[test]
+fn a_forged_in_dialog_invite_is_not_relayed_by_any_set_up() {
+    if !kamailio_here() {
+        return;
+    }
+    let node = Node::start(&["--agent-listen", "127.0.0.1:0"]);
+    attack(&node, ATTACKER, BAD_NUMBER);
+    // Stands where the UAS would: nothing may reach it.
+    let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
+    uas.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let uas_addr = uas.local_addr().unwrap();
+    for cfg in [
+        "sentrypeer-dip.cfg",
+        "sentrypeer-pull.cfg",
+        "sentrypeer-redirect.cfg",
+    ] {
+        let k = Kamailio::start(
+            cfg,
+            &[
+                string_define("SP_API", node.api[0]),
+                string_define("SP_AGENT", node.agent[0]),
+                string_define("UAS", uas_addr),
+            ],
+        );
+        // An attacker's INVITE dressed as a re-INVITE: a To-tag and a Route through the proxy.
+        let s = UdpSocket::bind(format!("{ATTACKER}:0")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let me = s.local_addr().unwrap();
+        let forged = format!(
+            "INVITE sip:{BAD_NUMBER}@{uas_addr} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-forged\r\n\
+             Route: <sip:{proxy};lr>\r\nMax-Forwards: 70\r\n\
+             From: <sip:caller@{me}>;tag=f1\r\nTo: <sip:{BAD_NUMBER}@{uas_addr}>;tag=t1\r\n\
+             Call-ID: forged@{ATTACKER}\r\nCSeq: 2 INVITE\r\nContact: <sip:caller@{me}>\r\n\
+             Content-Length: 0\r\n\r\n",
+            proxy = k.addr
+        );
+        s.send_to(forged.as_bytes(), k.addr).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.recv(&mut buf).expect("an answer to the forged INVITE");
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("SIP/2.0 404 "), "{cfg}: {answer}");
+        assert!(
+            uas.recv(&mut buf).is_err(),
+            "{cfg} relayed a forged in-dialog INVITE"
+        );
+    }
+}

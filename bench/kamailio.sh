@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# What the node's check costs a call, measured with the real programs on loopback: call set-up
+# time (INVITE sent to 200 received, sipp's response time) through Kamailio relaying to a sipp
+# UAS, without a check and with each contrib/kamailio/ set-up (per-call dip, blocklist pull,
+# the fraud-check agent as a redirect server); then the agent alone, sipp playing the PBX at a
+# fixed rate of checks (INVITE in, 404 or 603 out, ACK). Release build; prints the figures.
+# Usage: bench/kamailio.sh [CALLS] [CPS] [CHECK_RATE] [CHECK_SECS]   (default 1000 100 10000 10)
+# Needs: kamailio, kamailio-utils-modules, kamailio-json-modules, sip-tester (sipp), python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${1:-1000}
+CPS=${2:-100}
+CHECK_RATE=${3:-10000}
+CHECK_SECS=${4:-10}
+ATTACKER=127.0.0.3
+CALLER=127.0.0.4
+NUMBER=441234567
+
+cargo build --release --bins -q
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sentrypeer"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A UDP port free on an address a moment ago.
+free_port() {
+  python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+# Waits (30 s at most) until a SIP server at 127.0.0.1:PORT answers OPTIONS with 200.
+wait_sip() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); s.settimeout(0.2); me = "127.0.0.1:%d" % s.getsockname()[1]
+deadline = time.time() + 30; n = 0
+while time.time() < deadline:
+    n += 1
+    s.sendto(("OPTIONS sip:127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-w%d\r\n"
+              "Max-Forwards: 70\r\nFrom: <sip:bench@%s>;tag=%d\r\nTo: <sip:127.0.0.1:%d>\r\n"
+              "Call-ID: wait-%d\r\nCSeq: %d OPTIONS\r\nContent-Length: 0\r\n\r\n"
+              % (port, me, n, me, n, port, n, n)).encode(), ("127.0.0.1", port))
+    try:
+        if s.recv(4096).startswith(b"SIP/2.0 200 "):
+            sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit("no answer on port %d" % port)
+PY
+}
+# p50, p99 and max (ms) of the response times in sipp's -trace_rtt files in a directory.
+percentiles() {
+  cat "$1"/*_rtt.csv | awk -F';' '$2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
+    awk '{v[NR] = $1} END {
+      if (NR == 0) { print "no samples"; exit }
+      i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+      i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+      printf "p50 %.3f ms  p99 %.3f ms  max %.3f ms  (%d samples)", v[i50], v[i99], v[NR], NR }'
+}
+# Successful and failed calls and the call rate from sipp's final statistics screen.
+sipp_totals() {
+  awk -F'|' '/Successful call/ {gsub(/ /, "", $3); ok = $3}
+    /Failed call/ {gsub(/ /, "", $3); failed = $3}
+    /Call Rate/ {gsub(/ |cps/, "", $3); rate = $3}
+    END {printf "%s ok, %s failed, sipp achieved %s/s", ok, failed, rate}' "$1"
+}
+
+# The node: API, SIP capture and the agent, all on loopback; one recorded attacker.
+(cd "$WORK" && exec "$BIN" --udp-listen 127.0.0.1:0 --tcp-listen 127.0.0.1:0 -N \
+  --api-listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 -f "$WORK/sentrypeer.db" 2>node.log) &
+PIDS+=($!)
+for _ in $(seq 1 600); do grep -q "Ready." "$WORK/node.log" 2>/dev/null && break; sleep 0.05; done
+addr() { grep "transport=$1 " "$WORK/node.log" | head -1 | sed 's/.*addr=\([^ ]*\).*/\1/'; }
+API=$(addr API) UDP=$(addr UDP) AGENT=$(addr AGENT)
+python3 - "$ATTACKER" "$UDP" <<'PY'
+import socket, sys
+host, port = sys.argv[2].rsplit(":", 1); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+s.sendto(b"OPTIONS sip:900442037690000@198.51.100.10 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9:5060;"
+         b"branch=z9hG4bK-bench;rport\r\nMax-Forwards: 70\r\nTo: <sip:900442037690000@198.51.100.10>\r\n"
+         b"From: <sip:900442037690000@198.51.100.10>;tag=1\r\nCall-ID: bench-probe\r\n"
+         b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", (host, int(port)))
+PY
+for _ in $(seq 1 200); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$API/ip-addresses/$ATTACKER")" = 200 ] && break
+  sleep 0.05
+done
+echo "node: API $API, agent $AGENT; $ATTACKER listed"
+
+# The UAS every relayed call ends at.
+UAS_PORT=$(free_port 127.0.0.1)
+(cd "$WORK" && exec sipp -sf "$PWD/tests/data/sipp/uas-answers.xml" -i 127.0.0.1 -p "$UAS_PORT" \
+  -nostdin >uas.log 2>&1) &
+PIDS+=($!)
+
+# The relay with no check: the dip configuration without its route call.
+sed 's/^\t\troute(SENTRYPEER_DIP);/\t\t# no check/' contrib/kamailio/sentrypeer-dip.cfg >"$WORK/relay-only.cfg"
+
+calls_through() {
+  local name=$1 cfg=$2 port dir kpid
+  shift 2
+  port=$(free_port 127.0.0.1)
+  dir="$WORK/$name"
+  mkdir -p "$dir"
+  kamailio -f "$cfg" -DD -E -P "$dir/kamailio.pid" -Y "$dir" -A "SP_LISTEN=udp:127.0.0.1:$port" \
+    -A "UAS=\"127.0.0.1:$UAS_PORT\"" "$@" 2>"$dir/kamailio.log" &
+  kpid=$!
+  wait_sip "$port"
+  if [ "$name" = pull ]; then
+    for _ in $(seq 1 200); do grep -q "pulled ip-addresses" "$dir/kamailio.log" && break; sleep 0.05; done
+  fi
+  (cd "$dir" && sipp "127.0.0.1:$port" -sf "$OLDPWD/tests/data/sipp/uac-call.xml" -s "$NUMBER" \
+    -i "$CALLER" -p "$(free_port "$CALLER")" -r "$CPS" -m "$CALLS" -l 1000 -nostdin \
+    -trace_rtt -rtt_freq "$CALLS" -timeout 300s >sipp.log 2>&1) || true
+  printf '%-26s %s; %s\n' "$name" "$(percentiles "$dir")" "$(sipp_totals "$dir/sipp.log")"
+  kill -TERM "$kpid"
+  wait "$kpid" 2>/dev/null || true
+}
+
+echo
+echo "call set-up time through Kamailio ($CALLS calls at $CPS/s from $CALLER to $NUMBER, a sipp UAS):"
+calls_through relay-only "$WORK/relay-only.cfg"
+calls_through dip contrib/kamailio/sentrypeer-dip.cfg -A "SP_API=\"$API\""
+calls_through pull contrib/kamailio/sentrypeer-pull.cfg -A "SP_API=\"$API\"" -A SP_PULL_SECS=1
+calls_through redirect contrib/kamailio/sentrypeer-redirect.cfg -A "SP_AGENT=\"$AGENT\""
+
+# The agent alone: sipp as the PBX, one INVITE a check, the verdict awaited, then the ACK.
+check() {
+  local name=$1 caller=$2 code=$3 dir="$WORK/$1"
+  mkdir -p "$dir"
+  cat >"$dir/check.xml" <<XML
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="check">
+  <send retrans="500" start_rtd="check">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:pbx@[local_ip]:[local_port]>;tag=[pid]-[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      X-Source-IP: $caller
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="$code" rtd="check"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+XML
+  (cd "$dir" && sipp "$AGENT" -sf check.xml -s "$NUMBER" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+    -r "$CHECK_RATE" -m $((CHECK_RATE * CHECK_SECS)) -l 10000 -nostdin -recv_timeout 2000 \
+    -trace_rtt -rtt_freq 10000 -timeout $((CHECK_SECS * 3 + 30))s >sipp.log 2>&1) || true
+  printf '%-26s %s; %s\n' "$name" "$(percentiles "$dir")" "$(sipp_totals "$dir/sipp.log")"
+}
+
+echo
+echo "the agent alone ($CHECK_RATE checks/s for $CHECK_SECS s, sipp as the PBX over UDP):"
+check "agent, 404 (no objection)" "$CALLER" 404
+check "agent, 603 (bad actor)" "$ATTACKER" 603
