@@ -13,6 +13,7 @@ mod cli;
 mod durability;
 mod grafana;
 mod hostile;
+mod kamailio;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
