@@ -12,6 +12,8 @@ mod hostile;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
+#[cfg(feature = "p2p")]
+mod p2p_trust;
 mod shutdown;
 mod syslog;
 mod tools;
