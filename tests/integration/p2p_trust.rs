@@ -164,6 +164,10 @@ fn an_event_under_a_made_up_or_another_nodes_id_is_refused_and_lists_no_one() {
     honest.publish(honest.seal(&e));
     assert!(poll(DEFAULT_WAIT, || v.get("/ip-addresses/8.8.4.4").status
         == 200));
+    let plain = v.get("/blocklist/ip-addresses?format=plain");
+    assert_eq!(plain.status, 200);
+    let plain = String::from_utf8(plain.body).unwrap();
+    assert!(plain.lines().any(|l| l == "8.8.4.4"), "{plain}");
     assert_eq!(rows_with_uuid(&v, &good), 1);
     assert_eq!(v.counter("peer_events_accepted"), 1);
     assert_eq!(v.counter("peer_events_rejected"), 2);
