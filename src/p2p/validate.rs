@@ -21,9 +21,16 @@
 //! The author's `created_by_node_id` is the UUID v5 of its public key ([`node_id_of`]), so the
 //! key, the signature and the node id name one author: re-signing another node's event with a
 //! different key either keeps that node's id (and fails the check) or changes it (and is then
-//! the re-signer's own claim, under another id). A receiver records the author as the peer id
-//! of the key (`Origin::Peer`), never the peer that relayed or served the event. An event
-//! without an envelope (the format before signatures) is refused as [`Invalid::Unsigned`].
+//! the re-signer's own claim, under another id, which a node holding the original refuses: an
+//! event UUID belongs to its first author, see `arrivals`). A receiver records the author as
+//! the peer id of the key (`Origin::Peer`), never the peer that relayed or served the event.
+//! An event without an envelope (the format before signatures) is refused as
+//! [`Invalid::Unsigned`].
+//!
+//! Where signatures live: a peer's envelope is kept by the database writer
+//! (`sentrypeer_signed_events`, seven days) and served as it is in catch-up pages; this node's
+//! own events are signed when they are published (`gossip`) and again, identically for the same
+//! bytes, when a catch-up page holding them is read (`catchup`), so nothing is stored for them.
 //!
 //! # What leaves the node
 //!
