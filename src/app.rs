@@ -199,7 +199,13 @@ impl RunningApp {
                         pipeline: pipeline.clone(),
                         counters: counters.clone(),
                         store: Arc::new(ReadPool::new(&config.db_file)),
-                        node_id,
+                        sip_listen: sockets
+                            .udp
+                            .iter()
+                            .filter_map(|s| s.local_addr().ok())
+                            .chain(sockets.tcp.iter().filter_map(|s| s.local_addr().ok()))
+                            .chain(sockets.tls.iter().filter_map(|s| s.local_addr().ok()))
+                            .collect(),
                         cancel: cancel.clone(),
                         tracker: intake.clone(),
                     })

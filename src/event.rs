@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -32,6 +33,16 @@ impl Transport {
             Transport::Tls => "TLS",
         }
     }
+
+    /// The transport spelled as [`Transport::as_str`] writes it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "UDP" => Some(Transport::Udp),
+            "TCP" => Some(Transport::Tcp),
+            "TLS" => Some(Transport::Tls),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Transport {
@@ -53,6 +64,15 @@ impl CollectedMethod {
         match self {
             CollectedMethod::Passive => "passive",
             CollectedMethod::Responsive => "responsive",
+        }
+    }
+
+    /// The method spelled as [`CollectedMethod::as_str`] writes it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "passive" => Some(CollectedMethod::Passive),
+            "responsive" => Some(CollectedMethod::Responsive),
+            _ => None,
         }
     }
 }
@@ -78,6 +98,10 @@ pub struct Event {
     pub message: String,
     /// Seen here, or received from a peer.
     pub origin: Origin,
+    /// For an event from a peer: the signed form it arrived in, exactly as its author signed it
+    /// (`p2p::validate`), which the database keeps so that catch-up can serve it on. `None`
+    /// for this node's own events (signed when shared).
+    pub signed: Option<Arc<[u8]>>,
 }
 
 /// Where an event came from.
@@ -85,7 +109,8 @@ pub struct Event {
 pub enum Origin {
     /// Captured by this node's listeners.
     Local,
-    /// Received from a peer, named by its peer id.
+    /// Received from a peer: the peer id of its author, whose signature it carries (not of
+    /// the peer that relayed or served it).
     Peer(String),
 }
 
@@ -105,7 +130,7 @@ pub struct JsonEvent<'a> {
     pub sip_method: &'a str,
     pub sip_user_agent: &'a str,
     pub sip_message: &'a str,
-    /// Set only for events received from a peer: that peer's id.
+    /// Set only for events received from a peer: the peer id of its author (its signer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received_from_peer: Option<&'a str>,
 }
@@ -225,6 +250,7 @@ pub(crate) mod tests {
             user_agent: "friendly-scanner".into(),
             message: "OPTIONS sip:100@x SIP/2.0\r\n\r\n".into(),
             origin: Origin::Local,
+            signed: None,
         }
     }
 }

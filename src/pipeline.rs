@@ -15,9 +15,9 @@ const BUDGET_BYTES_PER_EVENT: u64 = 1536;
 /// What an event costs a queue beyond its message: the other fields and the allocation.
 const EVENT_OVERHEAD_BYTES: u64 = 256;
 
-/// The bytes an event is charged in a queue.
+/// The bytes an event is charged in a queue (a peer's event also holds its signed form).
 fn weight(e: &Event) -> u64 {
-    e.message.len() as u64 + EVENT_OVERHEAD_BYTES
+    (e.message.len() + e.signed.as_ref().map_or(0, |s| s.len())) as u64 + EVENT_OVERHEAD_BYTES
 }
 
 /// What every output reports about its queue and its work.

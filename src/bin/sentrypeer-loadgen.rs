@@ -309,6 +309,7 @@ fn seed(db: &std::path::Path, events: u64, numbers: u64, addresses: u64) -> Resu
             user_agent: AGENTS[(i % AGENTS.len() as u64) as usize].into(),
             message: msg,
             origin: Origin::Local,
+            signed: None,
         }));
         if batch.len() == 10_000 {
             writer.write_batch(&batch).map_err(|e| e.to_string())?;

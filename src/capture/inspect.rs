@@ -82,6 +82,7 @@ pub fn inspect(bytes: &[u8], meta: &Meta, cx: &InspectContext) -> Result<Inspect
         user_agent: req.user_agent().unwrap_or(NOT_FOUND).to_string(),
         message: String::from_utf8_lossy(message).into_owned(),
         origin: Origin::Local,
+        signed: None,
     };
     Ok(Inspected {
         event,

@@ -1,14 +1,21 @@
 //! The one door peers' events come in by, whether gossiped in real time or fetched in a
-//! catch-up page: decoding and validation, de-duplication (recently seen UUIDs, then the
-//! database), the intake counters, and publishing into the pipeline as `Origin::Peer`.
+//! catch-up page: decoding and validation (signature included), de-duplication (recently seen
+//! UUIDs, then the database), the intake counters, and publishing into the pipeline as
+//! `Origin::Peer(author)`, with the signed form for the database to keep.
+//!
+//! An event UUID belongs to the author that wrote it: the same UUID signed by another key (an
+//! event re-signed by someone else) is refused and counted as rejected, never taken as a
+//! duplicate or as a second author's report. Which of two claims came first decides, so a
+//! re-signed copy that reaches a node before the original is that key's claim there.
 //!
 //! Owns the recently-seen set. Must not depend on the swarm or on the node's jobs: gossip and
 //! catch-up sessions call it; it calls neither.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rusqlite::OptionalExtension as _;
 use uuid::Uuid;
 
 use super::validate::{self, Policy};
@@ -22,6 +29,7 @@ use crate::store::ReadPool;
 const SEEN_CAPACITY: usize = 100_000;
 
 pub(super) struct Arrivals {
+    /// This node's node id on the network (its key's).
     node_id: Uuid,
     policy: Policy,
     pipeline: Pipeline,
@@ -32,14 +40,14 @@ pub(super) struct Arrivals {
 
 impl Arrivals {
     pub(super) fn new(
-        node_id: Uuid,
+        signer: &validate::Signer,
         policy: Policy,
         pipeline: Pipeline,
         counters: Arc<Counters>,
         store: Arc<ReadPool>,
     ) -> Self {
         Self {
-            node_id,
+            node_id: signer.node_id(),
             policy,
             pipeline,
             counters,
@@ -48,25 +56,29 @@ impl Arrivals {
         }
     }
 
-    /// Decodes and validates one event from a peer; `origin` is who we credit it to.
-    pub(super) fn decode(
-        &self,
-        data: &[u8],
-        now: SystemTime,
-        origin: Origin,
-    ) -> Result<Event, validate::Invalid> {
-        validate::decode(data, now, self.policy, origin)
+    /// Decodes and validates one signed event from a peer; it names its author.
+    pub(super) fn decode(&self, data: &[u8], now: SystemTime) -> Result<Event, validate::Invalid> {
+        validate::decode(data, now, self.policy)
     }
 
     /// Whether a valid event is one we do not hold yet: not our own, not recently seen, not in
-    /// the database.
+    /// the database. One whose UUID we hold from another author is none either, and is counted
+    /// as rejected (see the module's documentation).
     pub(super) fn is_new(&mut self, event: &Event) -> bool {
-        event.node_id != self.node_id && !self.is_known(&event.uuid)
+        match self.known(event) {
+            Known::No => true,
+            Known::Same => false,
+            Known::OtherAuthor => {
+                self.rejected();
+                tracing::debug!(uuid = %event.uuid, author = ?event.origin, "Refused an event held from another author.");
+                false
+            }
+        }
     }
 
     /// Takes a new valid event: remembered, counted, and published into the pipeline.
     pub(super) fn accept(&mut self, event: Event) {
-        self.seen.insert(event.uuid);
+        self.seen.insert(event.uuid, event.node_id);
         Counters::inc(&self.counters.peer_events_accepted);
         self.pipeline.publish(event);
     }
@@ -78,47 +90,80 @@ impl Arrivals {
 
     /// Remembers an event we shared, so that it is not taken back from a peer.
     pub(super) fn remember(&mut self, uuid: Uuid) {
-        self.seen.insert(uuid);
+        self.seen.insert(uuid, self.node_id);
     }
 
-    /// Whether this event is already held: recently seen, or in the database.
-    fn is_known(&mut self, uuid: &Uuid) -> bool {
-        if self.seen.contains(uuid) {
-            return true;
+    /// Whether this event's UUID is held already, and from whom: recently seen, or in the
+    /// database (our own rows, or a peer's with the author its signed form names).
+    fn known(&mut self, event: &Event) -> Known {
+        let ours = event.node_id == self.node_id;
+        if let Some(author) = self.seen.get(&event.uuid) {
+            return if author == event.node_id {
+                Known::Same
+            } else {
+                Known::OtherAuthor
+            };
         }
-        let id = uuid.hyphenated().to_string();
-        let in_db = self
+        let Origin::Peer(author) = &event.origin else {
+            return Known::Same;
+        };
+        let id = event.uuid.hyphenated().to_string();
+        let held: Option<(bool, Option<String>)> = self
             .store
             .with(|c| {
-                c.prepare_cached("SELECT 1 FROM honey WHERE event_uuid = ?1 LIMIT 1")?
-                    .exists([&id])
+                c.prepare_cached(
+                    "SELECT h.received_from_peer IS NULL, s.author FROM honey h
+                     LEFT JOIN sentrypeer_signed_events s ON s.event_uuid = h.event_uuid
+                     WHERE h.event_uuid = ?1 LIMIT 1",
+                )?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
             })
-            .unwrap_or(false);
-        if in_db {
-            self.seen.insert(*uuid);
+            .unwrap_or(None);
+        let same = match held {
+            None => return if ours { Known::Same } else { Known::No },
+            // Captured here: ours, and nobody else's to sign.
+            Some((true, _)) => ours,
+            Some((false, Some(stored))) => stored == *author,
+            // A peer's event kept from before events were signed: no author to compare.
+            Some((false, None)) => true,
+        };
+        if same {
+            self.seen.insert(event.uuid, event.node_id);
+            Known::Same
+        } else {
+            Known::OtherAuthor
         }
-        in_db
     }
 }
 
-/// Recent event UUIDs, oldest forgotten first.
+/// What a node holds of an event's UUID.
+enum Known {
+    No,
+    /// The same event, from the same author (or our own).
+    Same,
+    /// An event of that UUID written by someone else.
+    OtherAuthor,
+}
+
+/// Recent event UUIDs and the node id of their author, oldest forgotten first.
 #[derive(Default)]
 struct Seen {
-    set: HashSet<Uuid>,
+    authors: HashMap<Uuid, Uuid>,
     order: VecDeque<Uuid>,
 }
 
 impl Seen {
-    fn contains(&self, id: &Uuid) -> bool {
-        self.set.contains(id)
+    fn get(&self, id: &Uuid) -> Option<Uuid> {
+        self.authors.get(id).copied()
     }
 
-    fn insert(&mut self, id: Uuid) {
-        if self.set.insert(id) {
+    fn insert(&mut self, id: Uuid, author: Uuid) {
+        if self.authors.insert(id, author).is_none() {
             self.order.push_back(id);
             if self.order.len() > SEEN_CAPACITY {
                 if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
+                    self.authors.remove(&old);
                 }
             }
         }
@@ -132,12 +177,13 @@ mod tests {
     #[test]
     fn seen_forgets_the_oldest_past_its_capacity() {
         let mut s = Seen::default();
-        let first = Uuid::new_v4();
-        s.insert(first);
+        let (first, author) = (Uuid::new_v4(), Uuid::new_v4());
+        s.insert(first, author);
+        assert_eq!(s.get(&first), Some(author));
         for _ in 0..SEEN_CAPACITY {
-            s.insert(Uuid::new_v4());
+            s.insert(Uuid::new_v4(), author);
         }
-        assert!(!s.contains(&first));
-        assert_eq!(s.set.len(), SEEN_CAPACITY);
+        assert_eq!(s.get(&first), None);
+        assert_eq!(s.authors.len(), SEEN_CAPACITY);
     }
 }

@@ -1,12 +1,19 @@
 //! Real-time sharing over gossipsub: publishing this node's own events (handed over by the
-//! "peers" output, within the outbound budget) and receiving peers' events (per-peer and
-//! per-author rate limits, then validation and de-duplication through [`Arrivals`], then the
-//! verdict gossipsub acts on: accept and forward, ignore, or reject and score down).
+//! "peers" output, within the outbound budget; our addresses hidden, then signed with our
+//! identity key, see `validate`) and receiving peers' events (per-peer and per-author rate
+//! limits, then validation and de-duplication through [`Arrivals`], then the verdict gossipsub
+//! acts on: accept and forward, ignore, or reject and score down).
+//!
+//! A gossip message is published by the author of the event it carries: gossipsub signs the
+//! message with the publisher's key, the event carries its author's signature, and the two
+//! must be one key. Nodes forward messages (which keeps the publisher) but never publish
+//! others' events again; a message whose publisher is not its event's author is rejected.
 //!
 //! Owns the outbound limiter and the per-author limiters. Depends on the swarm's behaviour, the
 //! standing ledger and [`Arrivals`]; must not depend on catch-up sessions or discovery.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
@@ -16,7 +23,7 @@ use super::arrivals::Arrivals;
 use super::halves::LocalBatch;
 use super::standing::{Ledger, Limiter, OUTBOUND_LIMITS, PER_AUTHOR_LIMITS};
 use super::swarm::Behaviour;
-use super::validate;
+use super::validate::{self, OwnAddresses, Signer};
 use crate::event::{Event, Origin};
 
 /// Authors whose rate we track at most; idle ones are forgotten past this.
@@ -28,6 +35,10 @@ pub(super) struct Gossip {
     authors: HashMap<PeerId, Limiter>,
     /// Our own budget for what we publish.
     outbound: Limiter,
+    /// What signs our events.
+    signer: Signer,
+    /// Our addresses, hidden in what we publish.
+    own: Arc<OwnAddresses>,
 }
 
 enum Verdict {
@@ -38,11 +49,18 @@ enum Verdict {
 }
 
 impl Gossip {
-    pub(super) fn new(topic: IdentTopic, now: Instant) -> Self {
+    pub(super) fn new(
+        topic: IdentTopic,
+        signer: Signer,
+        own: Arc<OwnAddresses>,
+        now: Instant,
+    ) -> Self {
         Self {
             topic,
             authors: HashMap::new(),
             outbound: Limiter::new(OUTBOUND_LIMITS, now),
+            signer,
+            own,
         }
     }
 
@@ -50,8 +68,8 @@ impl Gossip {
         &self.topic
     }
 
-    /// Publishes this node's own shareable events (the output has filtered them); each is
-    /// counted on the output's stats as written or failed.
+    /// Publishes this node's own shareable events (the output has filtered them), hidden and
+    /// signed; each is counted on the output's stats as written or failed.
     pub(super) fn publish_local(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -61,12 +79,18 @@ impl Gossip {
     ) {
         let LocalBatch { events, stats } = batch;
         let now = Instant::now();
+        let own = self.own.snapshot();
         for event in events {
-            let data = validate::encode(&event);
-            if !self.outbound.admit(data.len(), now) {
+            let unsigned = validate::encode(&event, self.signer.node_id(), &own);
+            // Signed only once admitted: a flood costs no signatures beyond the budget.
+            if !self
+                .outbound
+                .admit(unsigned.len() + validate::ENVELOPE_BYTES, now)
+            {
                 stats.failed(1);
                 continue;
             }
+            let data = self.signer.seal(&unsigned);
             let recipients = self.mesh_peers(swarm);
             match swarm
                 .behaviour_mut()
@@ -128,7 +152,7 @@ impl Gossip {
             Verdict::New(event) => {
                 let uuid = event.uuid;
                 ledger.delivered(&from, 1, now);
-                // Strict validation: a message that got this far is signed, by its writer.
+                // A message that got this far was published by its event's author.
                 if let Some(signer) = message.source {
                     ledger.signs_as(&signer, event.node_id);
                     ledger.authored(&signer, 1, now);
@@ -175,7 +199,8 @@ impl Gossip {
         if !ledger.record(from, now).limiter.admit(len, now) {
             return Verdict::Limited;
         }
-        // Strict validation guarantees a signed author.
+        // Strict validation guarantees a signed publisher, which must be the event's author
+        // (checked below): the per-author limit applies to it before anything is decoded.
         let Some(author) = author else {
             return Verdict::Invalid("unsigned".into());
         };
@@ -194,8 +219,11 @@ impl Gossip {
         if !admitted {
             return Verdict::Limited;
         }
-        match arrivals.decode(data, SystemTime::now(), Origin::Peer(author.to_string())) {
+        match arrivals.decode(data, SystemTime::now()) {
             Err(e) => Verdict::Invalid(e.to_string()),
+            Ok(event) if event.origin != Origin::Peer(author.to_string()) => {
+                Verdict::Invalid("published by a peer other than its author".into())
+            }
             Ok(event) if !arrivals.is_new(&event) => Verdict::Duplicate,
             Ok(event) => Verdict::New(Box::new(event)),
         }

@@ -1,15 +1,19 @@
 //! The peer network's two halves, as the rest of the node sees them:
 //!
 //! - an **output**, [`PeersOutputConfig`]: registered with the other outputs, it takes every
-//!   event from its pipeline queue ("peers"), keeps this node's own shareable ones, and hands
-//!   them to the network task through a bounded channel;
+//!   event from its pipeline queue ("peers"), notes the address each of this node's own was
+//!   sent to as one of the node's (see [`OwnAddresses`]), keeps the shareable ones, and hands
+//!   them to the network task through a bounded channel, which hides those addresses and signs
+//!   each event as it publishes it;
 //! - an **intake**, [`PeersIntake`]: started once the pipeline exists, on the intake tracker,
 //!   it runs the network task, which publishes what the output hands it and publishes peers'
 //!   events into the pipeline; it stops when intake is cancelled.
 //!
-//! [`halves`] makes the pair, joined by the channel. Owns that channel and the output's task;
-//! depends on the node only to start it, and must not depend on `app`.
+//! [`halves`] makes the pair, joined by the channel and by the node's own addresses, which both
+//! learn and read. Owns that channel and the output's task; depends on the node only to start
+//! it, and must not depend on `app`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,10 +21,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use super::config::PeerConfig;
-use super::validate::{self, Policy};
+use super::validate::{self, OwnAddresses, Policy};
 use super::{P2pHandle, StartError, node};
 use crate::event::{Event, Origin};
 use crate::metrics::Counters;
@@ -49,15 +52,18 @@ pub(super) struct LocalBatch {
 /// Splits the peer network into its output and its intake, joined by a bounded channel.
 pub fn halves(config: &PeerConfig) -> (PeersOutputConfig, PeersIntake) {
     let (tx, rx) = mpsc::channel(LOCAL_BATCHES);
+    let own = Arc::new(OwnAddresses::default());
     let output = PeersOutputConfig {
         tx,
         policy: Policy {
             allow_private: config.allow_private,
         },
+        own: own.clone(),
     };
     let intake = PeersIntake {
         config: config.clone(),
         local: rx,
+        own,
     };
     (output, intake)
 }
@@ -66,6 +72,7 @@ pub fn halves(config: &PeerConfig) -> (PeersOutputConfig, PeersIntake) {
 pub struct PeersOutputConfig {
     tx: mpsc::Sender<LocalBatch>,
     policy: Policy,
+    own: Arc<OwnAddresses>,
 }
 
 impl OutputConfig for PeersOutputConfig {
@@ -81,6 +88,7 @@ impl OutputConfig for PeersOutputConfig {
         Ok(Box::new(PeersOutput {
             tx: self.tx.clone(),
             policy: self.policy,
+            own: self.own.clone(),
         }))
     }
 }
@@ -88,12 +96,13 @@ impl OutputConfig for PeersOutputConfig {
 struct PeersOutput {
     tx: mpsc::Sender<LocalBatch>,
     policy: Policy,
+    own: Arc<OwnAddresses>,
 }
 
 impl Output for PeersOutput {
     fn start(self: Box<Self>, queue: Option<OutputQueue>) -> std::io::Result<Running> {
         let queue = queue.ok_or_else(|| std::io::Error::other("the peers output needs a queue"))?;
-        let task = tokio::spawn(hand_over(queue, self.tx, self.policy));
+        let task = tokio::spawn(hand_over(queue, self.tx, self.policy, self.own));
         Ok(Running::Task {
             task,
             grace: STOP_GRACE,
@@ -102,9 +111,15 @@ impl Output for PeersOutput {
 }
 
 /// Takes batches from the queue and hands this node's own shareable events to the network
-/// task, until the queue closes or the network task has stopped. Peers' events are not ours
-/// to publish (gossipsub forwards them already): they count as written.
-async fn hand_over(mut queue: OutputQueue, tx: mpsc::Sender<LocalBatch>, policy: Policy) {
+/// task, until the queue closes or the network task has stopped; every address they were sent
+/// to is noted as the node's. Peers' events are not ours to publish (gossipsub forwards them
+/// already): they count as written.
+async fn hand_over(
+    mut queue: OutputQueue,
+    tx: mpsc::Sender<LocalBatch>,
+    policy: Policy,
+    own: Arc<OwnAddresses>,
+) {
     let stats = queue.stats.clone();
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
@@ -121,13 +136,19 @@ async fn hand_over(mut queue: OutputQueue, tx: mpsc::Sender<LocalBatch>, policy:
             break;
         }
         let now = SystemTime::now();
+        for event in &batch {
+            if event.origin == Origin::Local {
+                own.note(event.destination.ip());
+            }
+        }
+        let addresses = own.snapshot();
         let mut events = Vec::with_capacity(batch.len());
         for event in batch.drain(..) {
             if event.origin != Origin::Local {
                 stats.wrote(1);
                 continue;
             }
-            if let Err(why) = validate::shareable(&event, now, policy) {
+            if let Err(why) = validate::shareable(&event, now, policy, &addresses) {
                 tracing::debug!(reason = %why, uuid = %event.uuid, "Not sharing an event.");
                 stats.failed(1);
                 continue;
@@ -148,6 +169,7 @@ async fn hand_over(mut queue: OutputQueue, tx: mpsc::Sender<LocalBatch>, policy:
 pub struct PeersIntake {
     config: PeerConfig,
     local: mpsc::Receiver<LocalBatch>,
+    own: Arc<OwnAddresses>,
 }
 
 /// What the intake needs from the rest of the node.
@@ -156,7 +178,8 @@ pub struct IntakeContext<'a> {
     pub pipeline: Pipeline,
     pub counters: Arc<Counters>,
     pub store: Arc<ReadPool>,
-    pub node_id: Uuid,
+    /// Where the node listens for SIP: its addresses, hidden in every event it shares.
+    pub sip_listen: Vec<SocketAddr>,
     /// Intake's cancellation: the network task stops when it fires.
     pub cancel: CancellationToken,
     /// Intake's tracker: shutdown waits for the network task (and catch-up page readers).
@@ -167,6 +190,9 @@ impl PeersIntake {
     /// Loads the identity, binds every p2p address, dials the bootstrap peers and spawns the
     /// network task on the tracker. Returns once every listener has reported its address.
     pub async fn start(self, cx: IntakeContext<'_>) -> Result<P2pHandle, StartError> {
+        for a in &cx.sip_listen {
+            self.own.note(a.ip());
+        }
         node::start(node::Start {
             config: &self.config,
             local: self.local,
@@ -174,7 +200,7 @@ impl PeersIntake {
             pipeline: cx.pipeline,
             counters: cx.counters,
             store: cx.store,
-            node_id: cx.node_id,
+            own: self.own,
             cancel: cx.cancel,
             tracker: cx.tracker,
         })

@@ -1,25 +1,32 @@
-//! The peer-to-peer network (`-p`): signed real-time sharing of bad actors over gossipsub,
-//! catch-up after downtime over request-response, and tit-for-tat enforced by every peer.
+//! The peer-to-peer network (`-p`): real-time sharing of bad actors over gossipsub, catch-up
+//! after downtime over request-response, and tit-for-tat enforced by every peer. Every shared
+//! event carries its author's signature (`validate`): whoever relays or serves it, a receiver
+//! knows who wrote it and that nobody changed it, and records that author.
 //!
 //! To the rest of the node it is two halves (`halves`): an output that shares this node's own
 //! events, registered like any other output, and an intake that publishes peers' events into
 //! the pipeline, started and cancelled like any other intake.
 //!
 //! ```text
-//! output (queue "peers") ─► only Origin::Local ─► shareable? ─► bounded channel ─┐
-//! intake (the network task):                                                      │
-//!   outbound limit ◄──────────────────────────────────────────────────────────────┘
-//!     └─► gossipsub (signed)
-//!   gossipsub message ─► per-peer + per-author limits ─► validate ─► dedup (LRU + database)
+//! output (queue "peers") ─► only Origin::Local ─► note its destination as ours ─► shareable? ─┐
+//! intake (the network task):                                                                   │
+//!   outbound limit ◄─────────────────────────────────────────────────────────────────────────────┘
+//!     └─► hide our addresses, sign (ed25519, our identity key) ─► gossipsub
+//!   gossipsub message ─► per-peer + per-author limits ─► validate (signature, node id = key's,
+//!                        publisher = author) ─► dedup (LRU + database; same uuid, other author:
+//!                        refused)
 //!                            ├─ invalid: Reject (the sender's gossipsub score falls)
-//!                            └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author) })
-//!   connect ─► catch-up (pages after a cursor, each event validated the same way)
+//!                            └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author),
+//!                                                signed: the envelope, kept to serve on })
+//!   connect ─► catch-up (pages after a cursor, each event validated the same way); pages we
+//!              serve: peers' envelopes as received, our own events signed as they are read
 //!   every second ─► standing of each peer ─► gossipsub application score
 //! ```
 //!
-//! The pure parts (settings, wire format and validation, standing and rate limits, catch-up
-//! pages over the database) are always compiled and tested; the libp2p node is behind the `p2p`
-//! feature:
+//! The pure parts (settings, standing and rate limits) are always compiled; the wire format
+//! and its checks (`validate`) and the catch-up messages and pages over the database
+//! (`catchup`), which sign and verify with the node's libp2p key, and the libp2p node itself are
+//! behind the `p2p` feature:
 //!
 //! - `halves`: the output and the intake, and the channel between them;
 //! - `node`: startup and the network task's event loop, which dispatches to the jobs below;
@@ -32,9 +39,11 @@
 //! Nothing here depends on `app`, capture or the other outputs; it talks to the rest of the
 //! node through the output boundary, the pipeline, the read pool and the counters.
 
+#[cfg(feature = "p2p")]
 pub mod catchup;
 pub mod config;
 pub mod standing;
+#[cfg(feature = "p2p")]
 pub mod validate;
 
 #[cfg(feature = "p2p")]
@@ -69,8 +78,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// The gossipsub topic every node publishes and reads bad actors on; the version changes if
-/// the wire format does.
-pub const TOPIC: &str = "sentrypeer/bad-actors/1";
+/// the wire format does (2: signed by their authors, see `validate`).
+pub const TOPIC: &str = "sentrypeer/bad-actors/2";
 /// Why the peer network could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

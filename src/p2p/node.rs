@@ -25,7 +25,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::arrivals::Arrivals;
 use super::bootstrap::Bootstrap;
@@ -37,7 +36,7 @@ use super::halves::LocalBatch;
 use super::sessions::{self, CatchUp, Served};
 use super::standing::Ledger;
 use super::swarm::{self, Behaviour, BehaviourEvent};
-use super::validate::Policy;
+use super::validate::{OwnAddresses, Policy, Signer};
 use super::{P2pHandle, PeerInfo, PeersSnapshot, StartError};
 use crate::metrics::Counters;
 use crate::pipeline::Pipeline;
@@ -60,7 +59,8 @@ pub(super) struct Start<'a> {
     pub(super) pipeline: Pipeline,
     pub(super) counters: Arc<Counters>,
     pub(super) store: Arc<ReadPool>,
-    pub(super) node_id: Uuid,
+    /// The node's own addresses: its p2p listen addresses are added here.
+    pub(super) own: Arc<OwnAddresses>,
     pub(super) cancel: CancellationToken,
     pub(super) tracker: TaskTracker,
 }
@@ -81,7 +81,10 @@ pub(super) async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
     let (key, created) = super::identity::load_or_create(&key_path)
         .map_err(|e| ConfigError::new("-f (--db-file)", key_path.display(), e))?;
     let peer_id = key.public().to_peer_id();
-    tracing::info!(%peer_id, key = %key_path.display(), created, "Peer-to-peer identity loaded.");
+    let signer = Signer::new(&key).ok_or_else(|| {
+        ConfigError::new("-f (--db-file)", key_path.display(), "not an ed25519 key")
+    })?;
+    tracing::info!(%peer_id, node_id = %signer.node_id(), key = %key_path.display(), created, "Peer-to-peer identity loaded.");
 
     let listen = swarm::parse_multiaddrs("--p2p-listen", &cfg.listen)?;
     let trusted = cfg
@@ -115,16 +118,18 @@ pub(super) async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
         swarm,
         peer_id,
         ledger: Ledger::new(trusted, cfg.grace),
-        arrivals: Arrivals::new(s.node_id, policy, s.pipeline, s.counters, s.store.clone()),
-        gossip: Gossip::new(topic, now),
+        arrivals: Arrivals::new(&signer, policy, s.pipeline, s.counters, s.store.clone()),
+        gossip: Gossip::new(topic, signer.clone(), s.own.clone(), now),
         catch_up: CatchUp::new(
             s.store,
             policy,
             startup_cursor,
             served_tx,
             s.tracker.clone(),
+            (signer, s.own.clone()),
         ),
         discovery,
+        own: s.own,
         listen: Vec::new(),
         bytes: (bytes_in.clone(), bytes_out.clone()),
     };
@@ -171,6 +176,7 @@ struct Node {
     gossip: Gossip,
     catch_up: CatchUp,
     discovery: Discovery,
+    own: Arc<OwnAddresses>,
     listen: Vec<Multiaddr>,
     bytes: (Arc<AtomicU64>, Arc<AtomicU64>),
 }
@@ -211,6 +217,7 @@ impl Node {
                     address,
                 } => {
                     waiting.remove(&listener_id);
+                    note_own(&self.own, &address);
                     self.listen.push(address);
                 }
                 other => self.on_swarm_event(other),
@@ -312,6 +319,7 @@ impl Node {
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(transport = %"P2P", addr = %address, "Listening.");
+                note_own(&self.own, &address);
                 self.listen.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -454,5 +462,16 @@ impl Node {
             bytes_in: self.bytes.0.load(Ordering::Relaxed),
             bytes_out: self.bytes.1.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Notes the address a listener reports as one of the node's own (hidden in what it shares).
+fn note_own(own: &OwnAddresses, address: &Multiaddr) {
+    for p in address.iter() {
+        match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => own.note(ip.into()),
+            libp2p::multiaddr::Protocol::Ip6(ip) => own.note(ip.into()),
+            _ => false,
+        };
     }
 }

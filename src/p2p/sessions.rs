@@ -22,8 +22,8 @@ use super::arrivals::Arrivals;
 use super::catchup::{self, Cursor, Request, Response};
 use super::standing::Ledger;
 use super::swarm::{self, Behaviour};
-use super::validate::Policy;
-use crate::event::{Origin, format_timestamp};
+use super::validate::{OwnAddresses, Policy, Signer};
+use crate::event::format_timestamp;
 use crate::store::ReadPool;
 
 /// How far before the last moment we were in touch catch-up starts again: covers events in
@@ -66,6 +66,8 @@ pub(super) struct CatchUp {
     served_tx: mpsc::Sender<Served>,
     /// Where page readers run, so that shutdown waits for them.
     tracker: TaskTracker,
+    /// What signs our own events in the pages we serve, and the addresses hidden in them.
+    signing: Arc<(Signer, Arc<OwnAddresses>)>,
 }
 
 /// Where catch-up starts at startup: shortly before the newest event held.
@@ -86,6 +88,7 @@ impl CatchUp {
         startup_cursor: Cursor,
         served_tx: mpsc::Sender<Served>,
         tracker: TaskTracker,
+        signing: (Signer, Arc<OwnAddresses>),
     ) -> Self {
         Self {
             store,
@@ -97,6 +100,7 @@ impl CatchUp {
             waiting: VecDeque::new(),
             served_tx,
             tracker,
+            signing: Arc::new(signing),
         }
     }
 
@@ -220,7 +224,7 @@ impl CatchUp {
         let mut invalid = 0;
         let mut fresh = Vec::new();
         for json in events.iter().take(catchup::MAX_PAGE_EVENTS) {
-            match arrivals.decode(json.as_bytes(), wall, Origin::Peer(peer.to_string())) {
+            match arrivals.decode(json.as_bytes(), wall) {
                 Err(why) => {
                     invalid += 1;
                     arrivals.rejected();
@@ -292,9 +296,13 @@ impl CatchUp {
         let store = self.store.clone();
         let policy = self.policy;
         let tx = self.served_tx.clone();
+        let signing = self.signing.clone();
         self.tracker.spawn_blocking(move || {
+            let (signer, own) = &*signing;
+            let own = own.snapshot();
+            let now = SystemTime::now();
             let response =
-                match store.with(|c| catchup::page(c, &cursor, limit, SystemTime::now(), policy)) {
+                match store.with(|c| catchup::page(c, &cursor, limit, now, policy, signer, &own)) {
                     Ok((events, next)) => Response::Events { events, next },
                     Err(e) => {
                         tracing::warn!(error = %e, "Cannot read a catch-up page.");

@@ -1,15 +1,61 @@
-//! The wire form of a shared event and the checks every received one must pass before anything
-//! else sees it. Pure: no I/O, no logging, no libp2p, so every rule is unit-tested here.
+//! The signed wire form of a shared event, and the checks every received one must pass before
+//! anything else sees it. No I/O, no logging, no network: every rule is unit-tested here.
 //!
-//! The wire form is the JSON log object (upstream shares exactly that over its DHT), with two
-//! changes on the way out: the honeypot's own address is replaced by `0.0.0.0` (upstream writes
-//! that too; only the port is kept), and a SIP message longer than [`MAX_SIP_MESSAGE_BYTES`] is
-//! cut at a character boundary so that the event still fits a gossip message.
+//! # The signed form
+//!
+//! A shared event travels, in a gossip message or as one entry of a catch-up page, as a JSON
+//! object, its *envelope*:
+//!
+//! ```text
+//! {"key":"<the author's ed25519 public key, 32 bytes, base64>","signature":"<64 bytes, base64>","event":{…}}
+//! ```
+//!
+//! `event` is the JSON log object (upstream's field names; upstream shares exactly that). The
+//! signature is ed25519, by the author's libp2p identity key, over [`SIGNING_CONTEXT`] followed
+//! by the exact bytes of `event` as they stand in the envelope. Those bytes are carried as they
+//! are and never serialised again: a receiver verifies the bytes it received, then parses them,
+//! and a node that keeps or serves a peer's event keeps the envelope it verified
+//! ([`Event::signed`]). Key order and unknown keys around `event` do not matter; any change
+//! inside it breaks the signature.
+//!
+//! The author's `created_by_node_id` is the UUID v5 of its public key ([`node_id_of`]), so the
+//! key, the signature and the node id name one author: re-signing another node's event with a
+//! different key either keeps that node's id (and fails the check) or changes it (and is then
+//! the re-signer's own claim, under another id, which a node holding the original refuses: an
+//! event UUID belongs to its first author, see `arrivals`). A receiver records the author as
+//! the peer id of the key (`Origin::Peer`), never the peer that relayed or served the event.
+//! An event without an envelope (the format before signatures) is refused as
+//! [`Invalid::Unsigned`].
+//!
+//! Where signatures live: a peer's envelope is kept by the database writer
+//! (`sentrypeer_signed_events`, seven days) and served as it is in catch-up pages; this node's
+//! own events are signed when they are published (`gossip`) and again, identically for the same
+//! bytes, when a catch-up page holding them is read (`catchup`), so nothing is stored for them.
+//!
+//! # What leaves the node
+//!
+//! Before an event is signed the node's own addresses are hidden ([`hide_addresses`]): every
+//! address in [`OwnAddresses`] (where it listens, and every address a probe was sent to) and the
+//! event's own destination become `0.0.0.0` (IPv4) or `::` (IPv6) wherever they stand in the
+//! SIP message, and `destination_ip` is always `0.0.0.0` with the port kept (upstream writes
+//! that too; a receiver refuses anything else). A replacement is never longer than what it
+//! replaces, and the message is cut to [`MAX_SIP_MESSAGE_BYTES`] after the replacement, at a
+//! character boundary: naming the node's address in a probe can neither grow an event past
+//! its bounds nor leave part of the address at the cut, and what is signed is what is sent.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use libp2p::PeerId;
+use libp2p::identity::{self, ed25519};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::event::{CollectedMethod, Event, NOT_FOUND, Origin, Transport};
@@ -19,8 +65,9 @@ pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How far ahead of our clock a peer's timestamp may be: NTP-synced hosts differ by far less,
 /// and anything beyond this is a lie that would keep an event "fresh" past its expiry.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
-/// The largest encoded event accepted from a peer. Real probes are under 2 KiB; this leaves
-/// room for the cut SIP message below escaped as JSON, and stays under gossip's frame limit.
+/// The largest signed event (envelope included) accepted from a peer. Real probes are under
+/// 2 KiB; this leaves room for the cut SIP message below escaped as JSON, and stays under
+/// gossip's frame limit.
 pub const MAX_WIRE_EVENT_BYTES: usize = 48 * 1024;
 /// The longest SIP message shared. Longer ones are cut before sending and refused on receipt.
 pub const MAX_SIP_MESSAGE_BYTES: usize = 16 * 1024;
@@ -34,6 +81,29 @@ pub const MAX_METHOD_BYTES: usize = 32;
 const MAX_ADDR_BYTES: usize = 64;
 /// The longest app name/version strings carried along.
 const MAX_APP_FIELD_BYTES: usize = 64;
+/// Addresses remembered as this node's own at most (a host has a handful; a node answering on
+/// a whole routed prefix still hides each event's own destination beyond this).
+pub const MAX_OWN_ADDRESSES: usize = 1024;
+
+/// What the signature covers before the event's bytes: it names what is signed, so that no
+/// signature made with the same key for another purpose (gossipsub, Noise, identify) can pass
+/// for an event's, or the other way round.
+pub const SIGNING_CONTEXT: &[u8] = b"sentrypeer/event/1\n";
+/// The namespace of node ids derived from keys ([`node_id_of`]).
+const NODE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1e_53a4_9b0f_4d27_8e55_2f7a_c3d9_1b60);
+const ENVELOPE_KEY: &str = "{\"key\":\"";
+const ENVELOPE_SIGNATURE: &str = "\",\"signature\":\"";
+const ENVELOPE_EVENT: &str = "\",\"event\":";
+/// Base64 of a 32-byte key and of a 64-byte signature.
+const KEY_BASE64_BYTES: usize = 44;
+const SIGNATURE_BASE64_BYTES: usize = 88;
+/// What the envelope adds to the event it carries, in bytes.
+pub const ENVELOPE_BYTES: usize = ENVELOPE_KEY.len()
+    + KEY_BASE64_BYTES
+    + ENVELOPE_SIGNATURE.len()
+    + SIGNATURE_BASE64_BYTES
+    + ENVELOPE_EVENT.len()
+    + 1;
 
 /// Why a received event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +112,14 @@ pub enum Invalid {
     TooLarge { len: usize },
     #[error("not an event: {0}")]
     Malformed(String),
+    #[error("the event is not signed by its author")]
+    Unsigned,
+    #[error("the author's key is not an ed25519 public key")]
+    BadKey,
+    #[error("the signature does not match the event and the author's key")]
+    BadSignature,
+    #[error("created_by_node_id is not the node id of the key that signed the event")]
+    NotItsAuthor,
     #[error("field {field} is longer than {max} bytes")]
     FieldTooLong { field: &'static str, max: usize },
     #[error("field {field} has an invalid value")]
@@ -63,8 +141,347 @@ pub struct Policy {
     pub allow_private: bool,
 }
 
-/// The JSON object as it travels. Unknown keys are ignored so that later versions may add some;
-/// `received_from_peer` is never read from the wire (the receiver sets it).
+/// The node id of the author whose key this is: the UUID v5 of the key's 32 bytes.
+pub fn node_id_of(key: &ed25519::PublicKey) -> Uuid {
+    Uuid::new_v5(&NODE_ID_NAMESPACE, &key.to_bytes())
+}
+
+/// This node's signing identity: its libp2p key (ed25519), and the peer id and node id it
+/// signs as.
+#[derive(Clone)]
+pub struct Signer {
+    key: ed25519::Keypair,
+    key_base64: String,
+    peer_id: PeerId,
+    node_id: Uuid,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("peer_id", &self.peer_id)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The signer for a libp2p identity; `None` unless it is an ed25519 key.
+    pub fn new(key: &identity::Keypair) -> Option<Signer> {
+        let key = key.clone().try_into_ed25519().ok()?;
+        let public = key.public();
+        Some(Signer {
+            key_base64: BASE64.encode(public.to_bytes()),
+            node_id: node_id_of(&public),
+            peer_id: identity::PublicKey::from(public).to_peer_id(),
+            key,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The node id this signer's events must carry.
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// The envelope carrying `event` (the JSON object's bytes, as [`encode`] makes them),
+    /// signed. Deterministic: the same bytes always give the same envelope.
+    pub fn seal(&self, event: &[u8]) -> Vec<u8> {
+        let signature = self.key.sign(&signed_message(event));
+        envelope(&self.key_base64, &BASE64.encode(signature), event)
+    }
+}
+
+/// What a signature covers: the context, then the event's bytes.
+fn signed_message(event: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + event.len());
+    m.extend_from_slice(SIGNING_CONTEXT);
+    m.extend_from_slice(event);
+    m
+}
+
+fn envelope(key: &str, signature: &str, event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE_BYTES + event.len());
+    for part in [
+        ENVELOPE_KEY.as_bytes(),
+        key.as_bytes(),
+        ENVELOPE_SIGNATURE.as_bytes(),
+        signature.as_bytes(),
+        ENVELOPE_EVENT.as_bytes(),
+        event,
+        b"}",
+    ] {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// This node's own addresses, hidden in every event it shares: where it listens (SIP and peer
+/// to peer) and every address a probe was sent to. Learnt as the node runs, never forgotten,
+/// at most [`MAX_OWN_ADDRESSES`]; read without waiting by the output and catch-up readers.
+#[derive(Debug, Default)]
+pub struct OwnAddresses {
+    set: RwLock<Arc<HashSet<IpAddr>>>,
+}
+
+impl OwnAddresses {
+    /// Notes an address of this node's (the unspecified address is none); true if new.
+    pub fn note(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        if ip.is_unspecified() || self.contains(ip) {
+            return false;
+        }
+        let mut set = self.set.write().unwrap_or_else(PoisonError::into_inner);
+        if set.len() >= MAX_OWN_ADDRESSES || set.contains(&ip) {
+            return false;
+        }
+        let mut next = HashSet::clone(&set);
+        next.insert(ip);
+        *set = Arc::new(next);
+        true
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.snapshot().contains(&ip.to_canonical())
+    }
+
+    /// The addresses known now (canonical forms).
+    pub fn snapshot(&self) -> Arc<HashSet<IpAddr>> {
+        self.set
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The signed part of a local event as it leaves the node: the JSON log object, with
+/// `created_by_node_id` the author's `node_id`, the node's addresses (`own`, and the event's
+/// destination) hidden, and the SIP message cut to [`MAX_SIP_MESSAGE_BYTES`] after that.
+pub fn encode(event: &Event, node_id: Uuid, own: &HashSet<IpAddr>) -> Vec<u8> {
+    let destination = event.destination.ip().to_canonical();
+    let hidden = hide_addresses(&event.message, |ip| {
+        !ip.is_unspecified() && (ip == destination || own.contains(&ip))
+    });
+    let mut json = event.to_json();
+    json.received_from_peer = None;
+    json.created_by_node_id = node_id.hyphenated().to_string();
+    json.sip_message = cut(&hidden, MAX_SIP_MESSAGE_BYTES);
+    json.destination_ip =
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), event.destination.port()).to_string();
+    // Serialising plain strings into a Vec cannot fail.
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// Replaces every address `is_own` accepts (given in canonical form) wherever it stands in
+/// `text` as an address: dotted IPv4 (leading zeros too), IPv6 in any notation (IPv4-mapped
+/// included, with or without a trailing `:port`), by `0.0.0.0` or `::`. Never longer than
+/// `text`: the shortest IPv4 text is as long as `0.0.0.0`, and every IPv6 text but `::` itself
+/// (the unspecified address, nobody's) is longer than `::`.
+pub fn hide_addresses(text: &str, is_own: impl Fn(IpAddr) -> bool) -> Cow<'_, str> {
+    let is_own = |ip: IpAddr| is_own(ip.to_canonical());
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_address_byte(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_address_byte(bytes[i]) {
+            i += 1;
+        }
+        // Address bytes are ASCII, so these offsets are character boundaries.
+        for (from, to, placeholder) in own_addresses_in(&text[start..i], &is_own) {
+            out.push_str(&text[copied..start + from]);
+            out.push_str(placeholder);
+            copied = start + to;
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Bytes an address can be written with.
+fn is_address_byte(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b == b':' || b == b'.'
+}
+
+/// Where this node's addresses stand in a run of address bytes: (from, to, placeholder),
+/// in order, not overlapping.
+fn own_addresses_in(
+    run: &str,
+    is_own: &impl Fn(IpAddr) -> bool,
+) -> Vec<(usize, usize, &'static str)> {
+    if run.contains(':') {
+        let whole = run.trim_end_matches('.');
+        let without_port = whole.rfind(':').map(|p| &whole[..p]);
+        for candidate in std::iter::once(whole).chain(without_port) {
+            if let Ok(v6) = candidate.parse::<Ipv6Addr>() {
+                if is_own(IpAddr::V6(v6)) {
+                    return vec![(0, candidate.len(), "::")];
+                }
+            }
+        }
+    }
+    let b = run.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !(b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
+        }
+        // The dot-separated groups of this stretch, by offset in `run`.
+        let mut groups = Vec::new();
+        let mut from = start;
+        for part in run[start..i].split('.') {
+            groups.push((from, from + part.len()));
+            from += part.len() + 1;
+        }
+        let mut g = 0;
+        while g + 4 <= groups.len() {
+            let quad = dotted_quad(run, &groups[g..g + 4]);
+            if quad.is_some_and(|ip| is_own(IpAddr::V4(ip))) {
+                found.push((groups[g].0, groups[g + 3].1, "0.0.0.0"));
+                g += 4;
+            } else {
+                g += 1;
+            }
+        }
+    }
+    found
+}
+
+/// Four groups of one to three digits, each at most 255, as an IPv4 address.
+fn dotted_quad(run: &str, groups: &[(usize, usize)]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    for (o, &(from, to)) in octets.iter_mut().zip(groups) {
+        let digits = run.get(from..to)?;
+        if digits.is_empty() || digits.len() > 3 {
+            return None;
+        }
+        *o = digits.parse().ok()?;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// The envelope as it travels. Unknown keys are ignored so that later versions may add some.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default, borrow)]
+    event: Option<&'a RawValue>,
+}
+
+/// Decodes and checks a signed event received from a peer (see the module's documentation):
+/// its shape and fields, that its node id is its key's, and its signature. The event returned
+/// names its author (`Origin::Peer`, the key's peer id) and keeps the envelope
+/// (`Event::signed`, re-encoded around the exact event bytes that were verified).
+pub fn decode(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, Invalid> {
+    if bytes.len() > MAX_WIRE_EVENT_BYTES {
+        return Err(Invalid::TooLarge { len: bytes.len() });
+    }
+    // An object, not the array form serde would also take for a struct.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Invalid::Malformed("not a JSON object".into()));
+    }
+    let envelope_in: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| Invalid::Malformed(e.to_string()))?;
+    let (Some(key), Some(signature), Some(event)) =
+        (envelope_in.key, envelope_in.signature, envelope_in.event)
+    else {
+        return Err(Invalid::Unsigned);
+    };
+    let key = BASE64
+        .decode(key.as_bytes())
+        .ok()
+        .and_then(|k| ed25519::PublicKey::try_from_bytes(&k).ok())
+        .ok_or(Invalid::BadKey)?;
+    let signature = BASE64
+        .decode(signature.as_bytes())
+        .map_err(|_| Invalid::BadSignature)?;
+    let raw = event.get().as_bytes();
+    // The cheap checks first: a flood of junk costs no signature verification.
+    let mut e = parse_event(raw, now, policy)?;
+    if e.node_id != node_id_of(&key) {
+        return Err(Invalid::NotItsAuthor);
+    }
+    if !key.verify(&signed_message(raw), &signature) {
+        return Err(Invalid::BadSignature);
+    }
+    let signed = envelope(
+        &BASE64.encode(key.to_bytes()),
+        &BASE64.encode(&signature),
+        raw,
+    );
+    e.origin = Origin::Peer(identity::PublicKey::from(key).to_peer_id().to_string());
+    e.signed = Some(signed.into());
+    Ok(e)
+}
+
+/// Whether a local event may be shared: the checks a receiver will apply (the signature
+/// aside, which this node makes), so that it never sends what its peers would reject (and
+/// score it down for).
+pub fn shareable(
+    event: &Event,
+    now: SystemTime,
+    policy: Policy,
+    own: &HashSet<IpAddr>,
+) -> Result<(), Invalid> {
+    check_outgoing(&encode(event, Uuid::nil(), own), now, policy)
+}
+
+/// A local event as it is shared: encoded ([`encode`]), checked as a receiver will check it,
+/// and signed.
+pub fn sign_local(
+    event: &Event,
+    signer: &Signer,
+    own: &HashSet<IpAddr>,
+    now: SystemTime,
+    policy: Policy,
+) -> Result<Vec<u8>, Invalid> {
+    let bytes = encode(event, signer.node_id(), own);
+    check_outgoing(&bytes, now, policy)?;
+    Ok(signer.seal(&bytes))
+}
+
+fn check_outgoing(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<(), Invalid> {
+    let len = bytes.len() + ENVELOPE_BYTES;
+    if len > MAX_WIRE_EVENT_BYTES {
+        return Err(Invalid::TooLarge { len });
+    }
+    parse_event(bytes, now, policy).map(|_| ())
+}
+
+/// The JSON log object inside the envelope. Unknown keys are ignored so that later versions
+/// may add some; `received_from_peer` is never read from the wire (the receiver sets it).
 #[derive(Debug, Deserialize)]
 struct WireEvent {
     #[serde(default)]
@@ -84,39 +501,11 @@ struct WireEvent {
     sip_message: String,
 }
 
-/// Encodes a local event for peers: the JSON log object with the honeypot's address hidden and
-/// the SIP message cut to [`MAX_SIP_MESSAGE_BYTES`].
-pub fn encode(event: &Event) -> Vec<u8> {
-    let mut json = event.to_json();
-    json.received_from_peer = None;
-    json.sip_message = cut(json.sip_message, MAX_SIP_MESSAGE_BYTES);
-    json.destination_ip =
-        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), event.destination.port()).to_string();
-    // Serialising plain strings into a Vec cannot fail.
-    serde_json::to_vec(&json).unwrap_or_default()
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
-}
-
-/// Decodes and checks an event received from a peer; `origin` is recorded on it.
-pub fn decode(
-    bytes: &[u8],
-    now: SystemTime,
-    policy: Policy,
-    origin: Origin,
-) -> Result<Event, Invalid> {
-    if bytes.len() > MAX_WIRE_EVENT_BYTES {
-        return Err(Invalid::TooLarge { len: bytes.len() });
+/// Parses and checks the event object itself: every field, the source, the age, and that the
+/// sensor's address is hidden. The event returned is `Origin::Local`, unsigned.
+fn parse_event(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, Invalid> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Invalid::Malformed("the event is not a JSON object".into()));
     }
     let w: WireEvent =
         serde_json::from_slice(bytes).map_err(|e| Invalid::Malformed(e.to_string()))?;
@@ -155,30 +544,21 @@ pub fn decode(
     let node_id = parse_uuid(&w.created_by_node_id).ok_or(Invalid::BadField {
         field: "created_by_node_id",
     })?;
-    let collected_method = match w.collected_method.as_str() {
-        "passive" => CollectedMethod::Passive,
-        "responsive" => CollectedMethod::Responsive,
-        _ => {
-            return Err(Invalid::BadField {
-                field: "collected_method",
-            });
-        }
-    };
-    let transport = match w.transport_type.as_str() {
-        "UDP" => Transport::Udp,
-        "TCP" => Transport::Tcp,
-        "TLS" => Transport::Tls,
-        _ => {
-            return Err(Invalid::BadField {
-                field: "transport_type",
-            });
-        }
-    };
+    let collected_method =
+        CollectedMethod::parse(&w.collected_method).ok_or(Invalid::BadField {
+            field: "collected_method",
+        })?;
+    let transport = Transport::parse(&w.transport_type).ok_or(Invalid::BadField {
+        field: "transport_type",
+    })?;
     let source = parse_addr(&w.source_ip).ok_or(Invalid::BadField { field: "source_ip" })?;
     check_source(source.ip(), policy)?;
-    let destination = parse_addr(&w.destination_ip).ok_or(Invalid::BadField {
-        field: "destination_ip",
-    })?;
+    // The sensor's address never travels: only the placeholder, with the port.
+    let destination = parse_addr(&w.destination_ip)
+        .filter(|d| d.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        .ok_or(Invalid::BadField {
+            field: "destination_ip",
+        })?;
     if !is_plausible_called_number(&w.called_number) {
         return Err(Invalid::BadCalledNumber);
     }
@@ -209,14 +589,9 @@ pub fn decode(
         method: w.sip_method,
         user_agent: w.sip_user_agent,
         message: w.sip_message,
-        origin,
+        origin: Origin::Local,
+        signed: None,
     })
-}
-
-/// Whether a local event may be shared: the checks a receiver will apply, so that this node
-/// never sends what its peers would reject (and score it down for).
-pub fn shareable(event: &Event, now: SystemTime, policy: Policy) -> Result<(), Invalid> {
-    decode(&encode(event), now, policy, Origin::Local).map(|_| ())
 }
 
 fn check_age(when: SystemTime, now: SystemTime) -> Result<(), Invalid> {
@@ -306,7 +681,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or a bare IP (the database holds bare ones; port 0 then).
-fn parse_addr(s: &str) -> Option<SocketAddr> {
+pub(super) fn parse_addr(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
@@ -412,11 +787,24 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
     use super::*;
     use crate::event::format_timestamp;
 
+    /// The author of most events below.
+    static SIGNER: LazyLock<Signer> = LazyLock::new(new_signer);
+
+    fn new_signer() -> Signer {
+        Signer::new(&identity::Keypair::generate_ed25519()).unwrap()
+    }
+
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn none() -> HashSet<IpAddr> {
+        HashSet::new()
     }
 
     fn event() -> Event {
@@ -429,17 +817,14 @@ mod tests {
         e
     }
 
+    /// The event object as `SIGNER` shares it.
     fn wire(e: &Event) -> serde_json::Value {
-        serde_json::from_slice(&encode(e)).unwrap()
+        serde_json::from_slice(&encode(e, SIGNER.node_id(), &none())).unwrap()
     }
 
+    /// `v`, signed by `SIGNER` as it stands, and checked.
     fn decode_value(v: &serde_json::Value, policy: Policy) -> Result<Event, Invalid> {
-        decode(
-            v.to_string().as_bytes(),
-            now(),
-            policy,
-            Origin::Peer("p".into()),
-        )
+        decode(&SIGNER.seal(v.to_string().as_bytes()), now(), policy)
     }
 
     fn with(field: &str, value: serde_json::Value) -> Result<Event, Invalid> {
@@ -448,26 +833,332 @@ mod tests {
         decode_value(&v, Policy::default())
     }
 
-    #[test]
-    fn a_local_event_round_trips_with_the_honeypot_address_hidden() {
-        let e = event();
-        let got = decode(
-            &encode(&e),
-            now(),
-            Policy::default(),
-            Origin::Peer("p".into()),
+    /// The envelope's three parts, as text.
+    fn parts(envelope: &[u8]) -> (String, String, String) {
+        let v: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+        let event = std::str::from_utf8(envelope).unwrap();
+        let at = event.find("\"event\":").unwrap() + "\"event\":".len();
+        (
+            v["key"].as_str().unwrap().to_string(),
+            v["signature"].as_str().unwrap().to_string(),
+            event[at..event.len() - 1].to_string(),
         )
-        .unwrap();
+    }
+
+    fn rewrap(key: &str, signature: &str, event: &str) -> Vec<u8> {
+        format!("{{\"key\":\"{key}\",\"signature\":\"{signature}\",\"event\":{event}}}")
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_local_event_round_trips_signed_by_its_author_with_the_sensor_address_hidden() {
+        let e = event();
+        let bytes = encode(&e, SIGNER.node_id(), &none());
+        let sealed = SIGNER.seal(&bytes);
+        assert_eq!(sealed.len(), bytes.len() + ENVELOPE_BYTES);
+        assert_eq!(SIGNER.seal(&bytes), sealed, "deterministic");
+        let got = decode(&sealed, now(), Policy::default()).unwrap();
         assert_eq!(got.destination, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(got.origin, Origin::Peer("p".into()));
+        assert_eq!(got.origin, Origin::Peer(SIGNER.peer_id().to_string()));
+        assert_eq!(got.node_id, SIGNER.node_id());
+        assert_eq!(got.signed.as_deref(), Some(sealed.as_slice()));
         let mut want = e.clone();
         want.destination = got.destination;
+        want.node_id = SIGNER.node_id();
         want.origin = got.origin.clone();
+        want.signed = got.signed.clone();
         assert_eq!(got, want);
         let v = wire(&e);
         assert_eq!(v["source_ip"], "8.8.8.8:5071");
         assert_eq!(v["app_name"], "sentrypeer");
         assert!(v.get("received_from_peer").is_none());
+    }
+
+    #[test]
+    fn the_signature_covers_every_byte_of_the_event_as_it_travels() {
+        let sealed = SIGNER.seal(&encode(&event(), SIGNER.node_id(), &none()));
+        let (key, signature, original) = parts(&sealed);
+        assert!(
+            decode(
+                &rewrap(&key, &signature, &original),
+                now(),
+                Policy::default()
+            )
+            .is_ok()
+        );
+        let v: serde_json::Value = serde_json::from_str(&original).unwrap();
+        // Changes a receiver would otherwise take: the signature alone refuses them.
+        for (field, value) in [
+            ("source_ip", "8.8.4.4:5071"),
+            ("called_number", "999"),
+            ("sip_message", "INVITE sip:999@0.0.0.0 SIP/2.0\r\n\r\n"),
+            ("sip_user_agent", "innocent"),
+            ("sip_method", "INVITE"),
+            ("event_uuid", "00000000-0000-4000-8000-000000000001"),
+            ("collected_method", "responsive"),
+            ("transport_type", "TCP"),
+            ("destination_ip", "0.0.0.0:5061"),
+            ("app_version", "0.0.1"),
+            (
+                "event_timestamp",
+                &format_timestamp(now() - Duration::from_secs(61)),
+            ),
+        ] {
+            let mut altered = v.clone();
+            altered[field] = value.into();
+            let text = serde_json::to_string(&altered).unwrap();
+            assert_eq!(
+                decode(&rewrap(&key, &signature, &text), now(), Policy::default()),
+                Err(Invalid::BadSignature),
+                "{field}"
+            );
+        }
+        // The bytes are verified as they are, never re-serialised: a space is a change too.
+        let spaced = original.replacen(':', ": ", 1);
+        assert_eq!(
+            decode(&rewrap(&key, &signature, &spaced), now(), Policy::default()),
+            Err(Invalid::BadSignature)
+        );
+        // The envelope around them may be written in any order, with keys added.
+        let reordered = format!(
+            "{{ \"later\": [1], \"event\": {original}, \"signature\": \"{signature}\", \"key\": \"{key}\" }}"
+        );
+        let got = decode(reordered.as_bytes(), now(), Policy::default()).unwrap();
+        assert_eq!(
+            got.signed.as_deref(),
+            Some(sealed.as_slice()),
+            "kept as signed"
+        );
+    }
+
+    #[test]
+    fn a_node_id_not_derived_from_the_signing_key_is_refused() {
+        // A made-up node id, signed by its writer.
+        let mut v = wire(&event());
+        v["created_by_node_id"] = Uuid::new_v4().hyphenated().to_string().into();
+        assert_eq!(
+            decode_value(&v, Policy::default()),
+            Err(Invalid::NotItsAuthor)
+        );
+        // Another node's event re-signed with a second key, node id kept.
+        let other = new_signer();
+        let theirs = encode(&event(), SIGNER.node_id(), &none());
+        assert_eq!(
+            decode(&other.seal(&theirs), now(), Policy::default()),
+            Err(Invalid::NotItsAuthor)
+        );
+        // Or its key swapped in for the author's, signature kept.
+        let (_, signature, original) = parts(&SIGNER.seal(&theirs));
+        let (other_key, _, _) = parts(&other.seal(&theirs));
+        assert_eq!(
+            decode(
+                &rewrap(&other_key, &signature, &original),
+                now(),
+                Policy::default()
+            ),
+            Err(Invalid::NotItsAuthor)
+        );
+        // Node ids are the keys': distinct, and stable.
+        assert_ne!(other.node_id(), SIGNER.node_id());
+        let key = identity::Keypair::generate_ed25519();
+        assert_eq!(
+            Signer::new(&key).unwrap().node_id(),
+            Signer::new(&key).unwrap().node_id()
+        );
+    }
+
+    #[test]
+    fn unsigned_old_format_and_badly_signed_events_are_refused() {
+        let bytes = encode(&event(), SIGNER.node_id(), &none());
+        // The format before signatures: the bare event object.
+        assert_eq!(
+            decode(&bytes, now(), Policy::default()),
+            Err(Invalid::Unsigned)
+        );
+        let (key, signature, original) = parts(&SIGNER.seal(&bytes));
+        let no_signature = format!("{{\"key\":\"{key}\",\"event\":{original}}}");
+        assert_eq!(
+            decode(no_signature.as_bytes(), now(), Policy::default()),
+            Err(Invalid::Unsigned)
+        );
+        let null_event =
+            format!("{{\"key\":\"{key}\",\"signature\":\"{signature}\",\"event\":null}}");
+        assert_eq!(
+            decode(null_event.as_bytes(), now(), Policy::default()),
+            Err(Invalid::Unsigned)
+        );
+        for bad_key in ["", "AAAA", "not base64!", &BASE64.encode([0u8; 31])] {
+            assert_eq!(
+                decode(
+                    &rewrap(bad_key, &signature, &original),
+                    now(),
+                    Policy::default()
+                ),
+                Err(Invalid::BadKey),
+                "{bad_key}"
+            );
+        }
+        for bad_signature in [
+            String::new(),
+            "%%".to_string(),
+            BASE64.encode([0u8; 64]),
+            signature[..signature.len() - 4].to_string(),
+        ] {
+            assert_eq!(
+                decode(
+                    &rewrap(&key, &bad_signature, &original),
+                    now(),
+                    Policy::default()
+                ),
+                Err(Invalid::BadSignature),
+                "{bad_signature}"
+            );
+        }
+        // The same key's signature over the bare bytes (another protocol's) is not an event's.
+        let ed = identity::Keypair::generate_ed25519();
+        let s = Signer::new(&ed).unwrap();
+        let theirs = encode(&event(), s.node_id(), &none());
+        let (key, _, original) = parts(&s.seal(&theirs));
+        let bare = BASE64.encode(ed.sign(&theirs).unwrap());
+        assert_eq!(
+            decode(&rewrap(&key, &bare, &original), now(), Policy::default()),
+            Err(Invalid::BadSignature)
+        );
+        let duplicate = format!(
+            "{{\"key\":\"{key}\",\"signature\":\"{signature}\",\"event\":{original},\"event\":{original}}}"
+        );
+        assert!(matches!(
+            decode(duplicate.as_bytes(), now(), Policy::default()),
+            Err(Invalid::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_destination_other_than_the_placeholder_is_refused() {
+        for shown in ["192.0.2.44:5060", "[2001:db8::1]:5060", "[::]:5060"] {
+            assert_eq!(
+                with("destination_ip", shown.into()),
+                Err(Invalid::BadField {
+                    field: "destination_ip"
+                }),
+                "{shown}"
+            );
+        }
+        assert!(with("destination_ip", "0.0.0.0".into()).is_ok());
+    }
+
+    #[test]
+    fn the_sensor_addresses_are_hidden_wherever_the_message_names_them() {
+        let own: HashSet<IpAddr> = ["198.51.100.7", "2001:db8::7", "127.0.0.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let is_own = |ip: IpAddr| own.contains(&ip);
+        for (text, want) in [
+            (
+                "INVITE sip:100@198.51.100.7 SIP/2.0",
+                "INVITE sip:100@0.0.0.0 SIP/2.0",
+            ),
+            (
+                "To: <sip:100@198.51.100.7:5060>",
+                "To: <sip:100@0.0.0.0:5060>",
+            ),
+            (
+                "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK1",
+                "Via: SIP/2.0/UDP 0.0.0.0:5060;branch=z9hG4bK1",
+            ),
+            ("sip:a@198.051.100.007.", "sip:a@0.0.0.0."),
+            ("x=198.51.100.7,198.51.100.7", "x=0.0.0.0,0.0.0.0"),
+            ("sip:100@[2001:db8::7]:5060", "sip:100@[::]:5060"),
+            ("sip:100@[2001:DB8:0:0:0:0:0:7]", "sip:100@[::]"),
+            ("sip:100@2001:db8::7:5060", "sip:100@:::5060"),
+            ("c=IN IP6 ::ffff:127.0.0.1", "c=IN IP6 ::"),
+            ("c=IN IP4 127.0.0.1\r\n", "c=IN IP4 0.0.0.0\r\n"),
+            ("1.198.51.100.7.1", "1.0.0.0.0.1"),
+            // Not ours: other addresses, longer numbers, versions.
+            ("sip:100@198.51.100.70", "sip:100@198.51.100.70"),
+            ("sip:100@198.51.100.77", "sip:100@198.51.100.77"),
+            ("sip:100@11.198.51.100", "sip:100@11.198.51.100"),
+            ("SIP/2.0 200 OK 2001:db8::70", "SIP/2.0 200 OK 2001:db8::70"),
+            ("tag=é198.51.100.7é", "tag=é0.0.0.0é"),
+        ] {
+            let got = hide_addresses(text, is_own);
+            assert_eq!(got, want, "{text}");
+            assert!(got.len() <= text.len(), "{text}");
+        }
+        assert!(matches!(
+            hide_addresses("OPTIONS sip:100@192.0.2.1", is_own),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn hiding_never_lengthens_a_message() {
+        use proptest::prelude::*;
+        let own: HashSet<IpAddr> = ["1.2.3.4", "::1", "fe80::1", "255.255.255.254"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        proptest!(|(text in "[0-9a-fA-F:.\\[\\]@ ]{0,80}")| {
+            let got = hide_addresses(&text, |ip| own.contains(&ip));
+            prop_assert!(got.len() <= text.len());
+        });
+    }
+
+    #[test]
+    fn encoding_hides_the_destination_and_known_addresses_then_cuts_the_message() {
+        let mut e = event();
+        e.destination = "198.51.100.7:5060".parse().unwrap();
+        e.message = "OPTIONS sip:100@198.51.100.7 SIP/2.0\r\n\
+                     Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK1\r\n\
+                     Contact: <sip:100@[2001:db8::9]>\r\nTo: <sip:100@198.51.100.7>\r\n\r\n"
+            .into();
+        let own: HashSet<IpAddr> = ["2001:db8::9".parse().unwrap()].into();
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&e, SIGNER.node_id(), &own)).unwrap();
+        let sent = v["sip_message"].as_str().unwrap();
+        assert!(
+            !sent.contains("198.51.100.7") && !sent.contains("2001:db8::9"),
+            "{sent}"
+        );
+        assert!(
+            sent.starts_with("OPTIONS sip:100@0.0.0.0 SIP/2.0\r\n"),
+            "{sent}"
+        );
+        assert_eq!(v["destination_ip"], "0.0.0.0:5060");
+
+        // A message stuffed with the sensor's address: hidden first, then cut, so the cut
+        // cannot leave part of it, and what is signed still fits.
+        e.message = format!(
+            "OPTIONS sip:1 SIP/2.0\r\n{}",
+            "198.51.100.7 ".repeat(MAX_SIP_MESSAGE_BYTES / 8)
+        );
+        assert!(e.message.len() > MAX_SIP_MESSAGE_BYTES);
+        let bytes = encode(&e, SIGNER.node_id(), &none());
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let sent = v["sip_message"].as_str().unwrap();
+        assert!(sent.len() <= MAX_SIP_MESSAGE_BYTES);
+        assert!(
+            !sent.contains("198.") && !sent.ends_with("0.0.0"),
+            "cut after hiding"
+        );
+        assert!(shareable(&e, now(), Policy::default(), &none()).is_ok());
+        let got = decode(&SIGNER.seal(&bytes), now(), Policy::default()).unwrap();
+        assert_eq!(got.message, sent);
+    }
+
+    #[test]
+    fn own_addresses_are_canonical_bounded_and_never_the_unspecified_one() {
+        let own = OwnAddresses::default();
+        assert!(own.note("::ffff:192.0.2.1".parse().unwrap()));
+        assert!(own.contains("192.0.2.1".parse().unwrap()));
+        assert!(!own.note("192.0.2.1".parse().unwrap()), "already known");
+        assert!(!own.note("0.0.0.0".parse().unwrap()));
+        assert!(!own.note("::".parse().unwrap()));
+        for i in 0..MAX_OWN_ADDRESSES as u32 * 2 {
+            own.note(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        assert_eq!(own.snapshot().len(), MAX_OWN_ADDRESSES);
     }
 
     #[test]
@@ -481,8 +1172,8 @@ mod tests {
         let sent = v["sip_message"].as_str().unwrap();
         assert!(sent.len() <= MAX_SIP_MESSAGE_BYTES && sent.len() >= MAX_SIP_MESSAGE_BYTES - 1);
         assert!(e.message.starts_with(sent));
-        assert!(shareable(&e, now(), Policy::default()).is_ok());
-        assert!(encode(&e).len() <= MAX_WIRE_EVENT_BYTES);
+        assert!(shareable(&e, now(), Policy::default(), &none()).is_ok());
+        assert!(SIGNER.seal(&encode(&e, SIGNER.node_id(), &none())).len() <= MAX_WIRE_EVENT_BYTES);
     }
 
     #[test]
@@ -492,20 +1183,23 @@ mod tests {
         e.message = "\u{1}".repeat(MAX_SIP_MESSAGE_BYTES);
         e.user_agent = "a".repeat(MAX_USER_AGENT_BYTES);
         e.called_number = "1".repeat(MAX_CALLED_NUMBER_BYTES);
-        let len = encode(&e).len();
+        let len = encode(&e, Uuid::nil(), &none()).len() + ENVELOPE_BYTES;
         // Such a message is refused as too large rather than cut mid-field: it is no probe.
         assert!(len > MAX_WIRE_EVENT_BYTES);
         assert_eq!(
-            shareable(&e, now(), Policy::default()),
+            shareable(&e, now(), Policy::default(), &none()),
             Err(Invalid::TooLarge { len })
         );
         e.message = "x".repeat(MAX_SIP_MESSAGE_BYTES);
-        assert!(shareable(&e, now(), Policy::default()).is_ok());
+        assert!(shareable(&e, now(), Policy::default(), &none()).is_ok());
+        let sealed = SIGNER.seal(&encode(&e, SIGNER.node_id(), &none()));
+        assert!(sealed.len() <= MAX_WIRE_EVENT_BYTES);
+        assert!(decode(&sealed, now(), Policy::default()).is_ok());
     }
 
     #[test]
     fn malformed_json_and_missing_fields_are_refused() {
-        let d = |b: &[u8]| decode(b, now(), Policy::default(), Origin::Local);
+        let d = |b: &[u8]| decode(b, now(), Policy::default());
         assert!(matches!(d(b"not json"), Err(Invalid::Malformed(_))));
         assert!(matches!(d(b"[]"), Err(Invalid::Malformed(_))));
         assert!(matches!(d(b""), Err(Invalid::Malformed(_))));
@@ -519,6 +1213,10 @@ mod tests {
             with("sip_method", serde_json::json!(5)),
             Err(Invalid::Malformed(_))
         ));
+        assert!(matches!(
+            decode_value(&serde_json::json!("an event"), Policy::default()),
+            Err(Invalid::Malformed(_))
+        ));
     }
 
     #[test]
@@ -527,14 +1225,14 @@ mod tests {
         v["future_field"] = serde_json::json!({"x": 1});
         v["received_from_peer"] = serde_json::json!("someone-else");
         let got = decode_value(&v, Policy::default()).unwrap();
-        assert_eq!(got.origin, Origin::Peer("p".into()));
+        assert_eq!(got.origin, Origin::Peer(SIGNER.peer_id().to_string()));
     }
 
     #[test]
     fn oversized_messages_and_fields_are_refused() {
         let big = vec![b' '; MAX_WIRE_EVENT_BYTES + 1];
         assert_eq!(
-            decode(&big, now(), Policy::default(), Origin::Local),
+            decode(&big, now(), Policy::default()),
             Err(Invalid::TooLarge {
                 len: MAX_WIRE_EVENT_BYTES + 1
             })
@@ -790,14 +1488,15 @@ mod tests {
     fn local_events_from_private_sources_are_not_shareable_unless_allowed() {
         let mut e = event();
         e.source = "192.168.1.20:5060".parse().unwrap();
-        assert!(shareable(&e, now(), Policy::default()).is_err());
+        assert!(shareable(&e, now(), Policy::default(), &none()).is_err());
         assert!(
             shareable(
                 &e,
                 now(),
                 Policy {
                     allow_private: true
-                }
+                },
+                &none()
             )
             .is_ok()
         );

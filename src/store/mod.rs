@@ -79,13 +79,24 @@ CREATE INDEX IF NOT EXISTS sentrypeer_numbers_seen_last ON sentrypeer_numbers (s
 CREATE TABLE IF NOT EXISTS sentrypeer_summary_state (id INTEGER PRIMARY KEY CHECK (id = 1),
   last_honey_id INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sentrypeer_honey_event_timestamp ON honey (event_timestamp);
+CREATE TABLE IF NOT EXISTS sentrypeer_signed_events (event_uuid TEXT PRIMARY KEY NOT NULL,
+  author TEXT NOT NULL, at_ms INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS sentrypeer_signed_events_at_ms ON sentrypeer_signed_events (at_ms);
 ";
 
+/// How long a peer's event is kept in its signed form (`sentrypeer_signed_events`) to serve it
+/// on in catch-up: as long as peers accept it (`p2p::validate::MAX_EVENT_AGE`), by its own
+/// timestamp. The event itself stays in `honey` like any other.
+pub const SIGNED_EVENTS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Columns we add to upstream's `honey` (adding is allowed; upstream's tools ignore them).
-const OUR_HONEY_COLUMNS: [(&str, &str); 1] = [
-    // The peer an event was received from (its signer, or the peer that served it in catch-up);
-    // NULL for events this node captured itself.
+const OUR_HONEY_COLUMNS: [(&str, &str); 2] = [
+    // For an event received from the peer network: the peer id of its author, whose signature
+    // it carries (whoever relayed or served it). NULL for events this node captured itself.
     ("received_from_peer", "TEXT"),
+    // Where the probe was sent (`IP:PORT`), as the JSON log's `destination_ip`: this node's own
+    // address for its own events, hidden when they are shared (`0.0.0.0` for peers' events).
+    ("destination_ip", "TEXT"),
 ];
 
 /// Adds our columns to `honey` where they are missing.

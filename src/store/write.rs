@@ -51,8 +51,12 @@ const PRUNE_TIME_PER_TICK: std::time::Duration = std::time::Duration::from_milli
 const INSERT_HONEY: &str =
     "INSERT INTO honey (event_timestamp, event_uuid, collected_method, source_ip,
   called_number, transport_type, method, user_agent, sip_message, created_by_node_id,
-  received_from_peer)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+  received_from_peer, destination_ip)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// A peer's event in the form its author signed, kept to serve it on in catch-up.
+const INSERT_SIGNED: &str = "INSERT OR IGNORE INTO sentrypeer_signed_events
+  (event_uuid, author, at_ms, payload) VALUES (?1, ?2, ?3, ?4)";
 
 impl Writer {
     pub(super) fn new(conn: Connection, path: &std::path::Path) -> Result<Self, super::StoreError> {
@@ -103,9 +107,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Upkeep between batches: ends listings whose time is up, and takes one step of a
-    /// re-evaluation in progress. Each in a short transaction of its own. Returns how many
-    /// listings changed.
+    /// Upkeep between batches: ends listings whose time is up, takes one step of a
+    /// re-evaluation in progress, drops peers' signed events too old to serve, and old events
+    /// under `--retention`. Each in a short transaction of its own, the deletions within
+    /// `PRUNE_TIME_PER_TICK` together. Returns how many listings changed.
     pub fn maintain(&mut self, now_ms: i64) -> rusqlite::Result<u64> {
         if self.rules.allow_generation() != self.allow_generation {
             // The allowlist was reloaded (SIGHUP): tell consumers what it changed.
@@ -120,9 +125,13 @@ impl Writer {
         }
         self.actors.finish(&tx)?;
         tx.commit()?;
+        let kept_ms = i64::try_from(super::SIGNED_EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX);
+        let started = std::time::Instant::now();
+        while self.prune_signed_before(now_ms.saturating_sub(kept_ms))? == PRUNE_STEP_ROWS as u64
+            && started.elapsed() < PRUNE_TIME_PER_TICK
+        {}
         if let Some(keep) = self.retention {
             let cutoff = now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-            let started = std::time::Instant::now();
             while self.prune_before(cutoff)? == PRUNE_STEP_ROWS as u64
                 && started.elapsed() < PRUNE_TIME_PER_TICK
             {}
@@ -151,6 +160,17 @@ impl Writer {
             [n as i64],
         )?;
         tx.commit()?;
+        Ok(n as u64)
+    }
+
+    /// Deletes up to `PRUNE_STEP_ROWS` peers' signed events dated before `cutoff_ms` (too old
+    /// for any peer to accept) in one short transaction. Returns how many went.
+    pub fn prune_signed_before(&mut self, cutoff_ms: i64) -> rusqlite::Result<u64> {
+        let n = self.conn.execute(
+            "DELETE FROM sentrypeer_signed_events WHERE rowid IN
+               (SELECT rowid FROM sentrypeer_signed_events WHERE at_ms < ?1 LIMIT ?2)",
+            rusqlite::params![cutoff_ms, PRUNE_STEP_ROWS],
+        )?;
         Ok(n as u64)
     }
 
@@ -190,8 +210,18 @@ impl Writer {
                         crate::event::Origin::Local => None,
                         crate::event::Origin::Peer(p) => Some(p.as_str()),
                     },
+                    e.destination.to_string(),
                 ])?;
                 let ms = timestamp_ms(&e.timestamp).unwrap_or(0);
+                if let (Some(payload), Origin::Peer(author)) = (&e.signed, &e.origin) {
+                    tx.prepare_cached(INSERT_SIGNED)?
+                        .execute(rusqlite::params![
+                            e.uuid.hyphenated().to_string(),
+                            author,
+                            ms,
+                            &payload[..],
+                        ])?;
+                }
                 let author = match &e.origin {
                     Origin::Local => {
                         if self.rules.note_own(e.destination.ip()) {
@@ -265,5 +295,73 @@ impl Writer {
         }
         let _ = outbox.wake.try_send(());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    const T0: i64 = 1_800_000_000_000;
+
+    fn at(ms: i64, origin: Origin, signed: Option<&[u8]>) -> Arc<Event> {
+        let mut e = crate::event::tests::sample();
+        e.timestamp = crate::event::format_timestamp(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms as u64),
+        );
+        e.uuid = uuid::Uuid::new_v4();
+        e.destination = "198.51.100.7:5060".parse().unwrap();
+        e.origin = origin;
+        e.signed = signed.map(Into::into);
+        Arc::new(e)
+    }
+
+    #[test]
+    fn peers_signed_events_are_kept_seven_days_beside_honey_and_ours_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        let peer = || Origin::Peer("12D3KooWAuthor".into());
+        w.write_batch(&[
+            at(T0 - 8 * DAY_MS, peer(), Some(b"old")),
+            at(T0 - DAY_MS, peer(), Some(b"recent")),
+            at(T0, Origin::Local, None),
+            at(T0, peer(), None),
+        ])
+        .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let signed = |conn: &Connection| -> Vec<(String, Vec<u8>)> {
+            let mut stmt = conn
+                .prepare("SELECT author, payload FROM sentrypeer_signed_events ORDER BY at_ms")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let author = "12D3KooWAuthor".to_string();
+        assert_eq!(
+            signed(&conn),
+            [
+                (author.clone(), b"old".to_vec()),
+                (author.clone(), b"recent".to_vec())
+            ]
+        );
+        let destinations: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM honey WHERE destination_ip = '198.51.100.7:5060'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(destinations, 4);
+        w.maintain(T0).unwrap();
+        assert_eq!(signed(&conn), [(author, b"recent".to_vec())]);
+        let honey: i64 = conn
+            .query_row("SELECT count(*) FROM honey", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(honey, 4, "the events themselves stay");
     }
 }

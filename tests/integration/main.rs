@@ -17,6 +17,8 @@ mod kamailio;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
+#[cfg(feature = "p2p")]
+mod p2p_trust;
 mod shutdown;
 mod syslog;
 mod tools;

@@ -7,17 +7,22 @@ use std::time::{Duration, Instant, SystemTime};
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::{Multiaddr, SwarmBuilder, identity, noise, tcp, yamux};
+use sentrypeer::p2p::validate::Signer;
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
 /// Accept loopback sources: every probe in these tests comes from 127.0.0.1.
-const LAB: &str = "--p2p-allow-private";
+pub(crate) const LAB: &str = "--p2p-allow-private";
 /// One peer's report lists an actor: for tests of propagation, where only one node saw it (the
 /// default asks for two authors; `a_single_peers_report_is_kept_but_is_no_verdict` checks that).
-const ONE_AUTHOR: &str = "--p2p-corroboration=1";
+pub(crate) const ONE_AUTHOR: &str = "--p2p-corroboration=1";
 
-fn p2p_node(dir: Option<tempfile::TempDir>, bootstrap: Option<&Node>, extra: &[&str]) -> Node {
+pub(crate) fn p2p_node(
+    dir: Option<tempfile::TempDir>,
+    bootstrap: Option<&Node>,
+    extra: &[&str],
+) -> Node {
     let mut args: Vec<String> = [
         "-p",
         "--p2p-listen",
@@ -44,18 +49,18 @@ fn p2p_node(dir: Option<tempfile::TempDir>, bootstrap: Option<&Node>, extra: &[&
     node
 }
 
-fn peers(n: &Node) -> Value {
+pub(crate) fn peers(n: &Node) -> Value {
     let r = n.get("/peers");
     assert_eq!(r.status, 200);
     r.json()
 }
 
-fn peer_id(n: &Node) -> String {
+pub(crate) fn peer_id(n: &Node) -> String {
     n.health()["peer_id"].as_str().unwrap().to_string()
 }
 
 /// This node's view of one of its connected peers.
-fn view_of(n: &Node, id: &str) -> Option<Value> {
+pub(crate) fn view_of(n: &Node, id: &str) -> Option<Value> {
     peers(n)["peers"]
         .as_array()
         .unwrap()
@@ -64,19 +69,19 @@ fn view_of(n: &Node, id: &str) -> Option<Value> {
         .cloned()
 }
 
-fn rows_for(n: &Node, number: &str) -> i64 {
+pub(crate) fn rows_for(n: &Node, number: &str) -> i64 {
     n.count(&format!(
         "SELECT count(*) FROM honey WHERE called_number = '{number}'"
     ))
 }
 
-fn rows_with_uuid(n: &Node, uuid: &str) -> i64 {
+pub(crate) fn rows_with_uuid(n: &Node, uuid: &str) -> i64 {
     n.count(&format!(
         "SELECT count(*) FROM honey WHERE event_uuid = '{uuid}'"
     ))
 }
 
-fn wait_connected(nodes: &[&Node], at_least: usize) {
+pub(crate) fn wait_connected(nodes: &[&Node], at_least: usize) {
     for n in nodes {
         let ok = poll(DEFAULT_WAIT, || {
             peers(n)["peers"]
@@ -91,7 +96,7 @@ fn wait_connected(nodes: &[&Node], at_least: usize) {
     }
 }
 
-fn probe(n: &Node, number: &str, branch: u64) {
+pub(crate) fn probe(n: &Node, number: &str, branch: u64) {
     n.send_udp(&options(number, "p2p-test", branch));
     assert!(
         poll(DEFAULT_WAIT, || rows_for(n, number) == 1),
@@ -161,12 +166,12 @@ fn a_probe_on_one_of_five_nodes_reaches_every_other_database_and_api_within_two_
                 |r| r.get(0),
             )
             .unwrap();
-        // Its signer when it came by gossip; the serving peer when a catch-up with a peer
-        // met meanwhile happened to bring it first.
+        // Its author, whether gossip or a catch-up with a peer met meanwhile brought it.
         assert!(
-            from.is_some_and(|f| ids.contains(&f)),
+            from.as_ref().is_some_and(|f| ids.contains(f)),
             "received from a node"
         );
+        assert_eq!(from.as_deref(), Some(origin_id.as_str()), "its author");
     }
     let from_hub: Option<String> = hub
         .db()
@@ -258,7 +263,7 @@ fn a_node_that_joins_an_hour_late_catches_up_on_the_last_seven_days_only() {
         .unwrap();
     assert_eq!(
         from, old_id,
-        "caught-up events name the peer that served them"
+        "caught-up events name their author, which signed them as it served them"
     );
     let r = late.get("/numbers/5552002");
     assert_eq!(r.status, 200);
@@ -374,16 +379,19 @@ fn a_listener_stops_receiving_after_its_grace_period_while_contributors_keep_rec
 }
 
 /// An in-process libp2p peer that publishes whatever bytes it is given on the topic.
-struct RawPeer {
-    peer_id: String,
+pub(crate) struct RawPeer {
+    pub(crate) peer_id: String,
+    /// Its key, as the author of events.
+    pub(crate) signer: Signer,
     publish: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     published: std_mpsc::Receiver<()>,
 }
 
 impl RawPeer {
-    fn start(rt: &tokio::runtime::Runtime, target: &str, signed: bool) -> RawPeer {
+    pub(crate) fn start(rt: &tokio::runtime::Runtime, target: &str, signed: bool) -> RawPeer {
         let key = identity::Keypair::generate_ed25519();
         let peer_id = key.public().to_peer_id();
+        let signer = Signer::new(&key).unwrap();
         let (auth, mode) = if signed {
             (
                 MessageAuthenticity::Signed(key.clone()),
@@ -447,12 +455,20 @@ impl RawPeer {
         });
         RawPeer {
             peer_id: peer_id.to_string(),
+            signer,
             publish: tx,
             published: done_rx,
         }
     }
 
-    fn publish(&self, data: Vec<u8>) {
+    /// `event` as this peer writes it: under its node id, signed with its key.
+    pub(crate) fn seal(&self, event: &Value) -> Vec<u8> {
+        let mut event = event.clone();
+        event["created_by_node_id"] = self.signer.node_id().hyphenated().to_string().into();
+        self.signer.seal(event.to_string().as_bytes())
+    }
+
+    pub(crate) fn publish(&self, data: Vec<u8>) {
         self.publish.send(data).unwrap();
         self.published
             .recv_timeout(DEFAULT_WAIT)
@@ -460,8 +476,9 @@ impl RawPeer {
     }
 }
 
-/// A well-formed event as a node would publish it, with a public source.
-fn good_event(number: &str) -> (String, Value) {
+/// A well-formed event as a node would publish it, with a public source (its node id is its
+/// author's: see [`RawPeer::seal`]).
+pub(crate) fn good_event(number: &str) -> (String, Value) {
     let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
     let v = json!({
         "app_name": "sentrypeer",
@@ -499,13 +516,13 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
     let (u, mut e) = good_event("5555002");
     e["sip_message"] = "A".repeat(20 * 1024).into();
     let oversized = RawPeer::start(&rt, &target, true);
-    oversized.publish(e.to_string().into_bytes());
+    oversized.publish(oversized.seal(&e));
     bad.push((u, "oversized", oversized));
 
     let (u, mut e) = good_event("5555003");
     e["source_ip"] = "192.168.1.20:5060".into();
     let private = RawPeer::start(&rt, &target, true);
-    private.publish(e.to_string().into_bytes());
+    private.publish(private.seal(&e));
     bad.push((u, "private", private));
 
     let (u, mut e) = good_event("5555004");
@@ -513,15 +530,16 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
         sentrypeer::event::format_timestamp(SystemTime::now() + Duration::from_secs(24 * 3600))
             .into();
     let future = RawPeer::start(&rt, &target, true);
-    future.publish(e.to_string().into_bytes());
+    future.publish(future.seal(&e));
     bad.push((u, "future", future));
 
     let (u, e) = good_event("5555005");
     let unsigned = RawPeer::start(&rt, &target, false);
-    unsigned.publish(e.to_string().into_bytes());
+    unsigned.publish(unsigned.seal(&e));
     bad.push((u, "unsigned", unsigned));
 
-    // Our validation rejected the four signed ones; gossipsub itself dropped the unsigned one.
+    // Our validation rejected the four signed ones; gossipsub itself dropped the one whose
+    // message it could not verify.
     let ok = poll(DEFAULT_WAIT, || v.counter("peer_events_rejected") >= 4);
     assert!(
         ok,
@@ -540,7 +558,7 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
     // have reached w first.
     let honest = RawPeer::start(&rt, &target, true);
     let (good_uuid, e) = good_event("5555010");
-    honest.publish(e.to_string().into_bytes());
+    honest.publish(honest.seal(&e));
     assert!(
         poll(DEFAULT_WAIT, || rows_with_uuid(&w, &good_uuid) == 1),
         "the honest event did not spread:\n{}\n{}",
