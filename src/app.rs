@@ -38,6 +38,8 @@ pub struct Bound {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     pub api: Vec<SocketAddr>,
+    /// The DNS blocklist's addresses, each served over UDP and TCP.
+    pub dnsbl: Vec<SocketAddr>,
 }
 
 /// A started node.
@@ -80,6 +82,8 @@ struct Sockets {
     tcp: Vec<std::net::TcpListener>,
     tls: Vec<std::net::TcpListener>,
     api: Vec<std::net::TcpListener>,
+    /// UDP and TCP on the same address, for each DNSBL address.
+    dnsbl: Vec<(std::net::UdpSocket, std::net::TcpListener)>,
 }
 
 impl RunningApp {
@@ -123,6 +127,14 @@ impl RunningApp {
                 "-p (--peer-to-peer)",
                 "on",
                 "this build has no peer-to-peer support (cargo feature `p2p`)",
+            )
+            .into());
+        }
+        if config.dnsbl.is_some() && !cfg!(feature = "dnsbl") {
+            return Err(ConfigError::new(
+                "--dnsbl-listen",
+                "…",
+                "this build has no DNSBL support (cargo feature `dnsbl`)",
             )
             .into());
         }
@@ -292,12 +304,28 @@ impl RunningApp {
                 ));
             }
         }
+        #[cfg(feature = "dnsbl")]
+        if let Some(d) = &config.dnsbl {
+            let dnsbl = crate::dnsbl::serve::Dnsbl::new(
+                d,
+                &config.db_file,
+                rules.clone(),
+                counters.clone(),
+            )
+            .map_err(|e| ConfigError::new("--dnsbl-zone", &d.zone, e))?;
+            for (udp, tcp) in sockets.dnsbl {
+                let addr = crate::dnsbl::serve::spawn(udp, tcp, dnsbl.clone(), &cancel, &intake)
+                    .context("registering a DNSBL socket")?;
+                bound.dnsbl.push(addr);
+            }
+        }
         intake.close();
         for (transport, addrs) in [
             ("UDP", &bound.udp),
             ("TCP", &bound.tcp),
             ("TLS", &bound.tls),
             ("API", &bound.api),
+            ("DNSBL", &bound.dnsbl),
         ] {
             for addr in addrs {
                 tracing::info!(%transport, %addr, "Listening.");
@@ -376,6 +404,7 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
         tcp: vec![],
         tls: vec![],
         api: vec![],
+        dnsbl: vec![],
     };
     for l in &config.udp {
         if let Some(sock) = bind(l, "--udp-listen", Type::DGRAM)? {
@@ -393,7 +422,42 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
             }
         }
     }
+    for l in config.dnsbl.iter().flat_map(|d| &d.listen) {
+        if let Some(pair) = bind_udp_and_tcp(l, "--dnsbl-listen")? {
+            s.dnsbl.push(pair);
+        }
+    }
     Ok(s)
+}
+
+/// A UDP socket and a TCP listener on one port (DNS serves both). With port 0, the TCP
+/// listener takes the port the kernel gave the UDP socket, trying again if it is taken.
+fn bind_udp_and_tcp(
+    l: &Listen,
+    option: &str,
+) -> Result<Option<(std::net::UdpSocket, std::net::TcpListener)>, ConfigError> {
+    let mut tries = if l.addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let Some(udp) = bind(l, option, Type::DGRAM)? else {
+            return Ok(None);
+        };
+        let port = udp
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(l.addr.port(), |a| a.port());
+        let same = Listen {
+            addr: SocketAddr::new(l.addr.ip(), port),
+            optional: l.optional,
+        };
+        tries -= 1;
+        match bind(&same, option, Type::STREAM) {
+            Ok(Some(tcp)) => return Ok(Some((udp.into(), tcp.into()))),
+            Ok(None) => return Ok(None),
+            Err(_) if tries > 0 => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Asks for a large UDP receive buffer: past `net.core.rmem_max` when the process may

@@ -78,6 +78,9 @@ struct FileConfig {
     allow_file: Option<PathBuf>,
     retention: Option<String>,
     apiban_key: Option<Vec<Secret>>,
+    dnsbl_listen: Option<OneOrMany>,
+    dnsbl_zone: Option<String>,
+    dnsbl_ns: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,8 @@ pub struct Config {
     pub actors: crate::actors::config::ActorConfig,
     /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
     pub apiban_keys: Vec<Secret>,
+    /// The DNS blocklist (`--dnsbl-listen`, `--dnsbl-zone`), when it is served.
+    pub dnsbl: Option<crate::dnsbl::DnsblConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -300,6 +305,15 @@ impl Config {
                     .unwrap_or_default(),
             })?;
 
+        let dnsbl = crate::dnsbl::DnsblConfig::resolve(
+            crate::dnsbl::RawDnsblConfig {
+                listen: pick(cli.dnsbl_listen, file.dnsbl_listen),
+                zone: cli.dnsbl_zone.or(file.dnsbl_zone),
+                ns: cli.dnsbl_ns.or(file.dnsbl_ns),
+            },
+            &mut warnings,
+        )?;
+
         let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog).then(|| {
             cli.syslog_socket
                 .or(file.syslog_socket)
@@ -347,6 +361,7 @@ impl Config {
             } else {
                 cli.apiban_key.into_iter().map(Secret::new).collect()
             },
+            dnsbl,
             warnings,
             created_config_file,
         })

@@ -4,7 +4,8 @@
 //! using the pure `sip` parser) → `pipeline` (one bounded queue per output, never waits) →
 //! `output::*` (database, JSON log, syslog, console, WebHook). `store` owns the database and
 //! the API's queries; `api` serves them. `config` resolves `cli` once; `app` wires it all and
-//! shuts it down in order. `admin` runs the one-shot commands (`sentrypeer webhook ...`).
+//! shuts it down in order. `admin` runs the one-shot commands (`sentrypeer webhook ...`). `dnsbl` serves the
+//! bad-actor set as a DNS blocklist.
 
 pub mod actors;
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod conn_limits;
+pub mod dnsbl;
 pub mod event;
 pub mod metrics;
 pub mod output;
