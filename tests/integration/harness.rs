@@ -22,6 +22,8 @@ pub struct Node {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     pub api: Vec<SocketAddr>,
+    /// DNS blocklist addresses (UDP and TCP on each), with `--dnsbl-listen`.
+    pub dnsbl: Vec<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -117,6 +119,7 @@ impl Node {
             tcp: vec![],
             tls: vec![],
             api: vec![],
+            dnsbl: vec![],
             log,
         };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
@@ -138,6 +141,7 @@ impl Node {
                 "TCP" => node.tcp.push(addr),
                 "TLS" => node.tls.push(addr),
                 "API" => node.api.push(addr),
+                "DNSBL" => node.dnsbl.push(addr),
                 _ => {}
             }
         }

@@ -8,6 +8,8 @@ mod api;
 mod apiban;
 mod capture;
 mod cli;
+#[cfg(feature = "dnsbl")]
+mod dnsbl;
 mod durability;
 mod hostile;
 mod logrotate;
