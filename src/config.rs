@@ -729,6 +729,28 @@ mod tests {
     }
 
     #[test]
+    fn dnsbl_settings_come_from_flags_or_the_file_and_need_a_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "dnsbl_listen = [\"127.0.0.1:5353\", \"[::1]:5353\"]\ndnsbl_zone = \"BL.example.\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let d = resolve(&["-g", p], &env(&[])).unwrap().dnsbl.unwrap();
+        assert_eq!((d.listen.len(), d.zone.as_str()), (2, "bl.example"));
+        let d = resolve(&["-g", p, "--dnsbl-listen", "127.0.0.1:53"], &env(&[]))
+            .unwrap()
+            .dnsbl
+            .unwrap();
+        assert_eq!(d.listen[0].addr, "127.0.0.1:53".parse().unwrap());
+        assert!(resolve(&[], &env(&[])).unwrap().dnsbl.is_none());
+        let e = resolve(&["--dnsbl-listen", "127.0.0.1:53"], &env(&[])).unwrap_err();
+        assert_eq!(e.option, "--dnsbl-zone");
+    }
+
+    #[test]
     fn sip_disable_means_no_sip_listeners() {
         let c = resolve(&["-R", "-a"], &env(&[])).unwrap();
         assert!(c.udp.is_empty() && c.tcp.is_empty() && c.tls.is_empty());

@@ -1,7 +1,12 @@
-//! The DNSBL's sockets: UDP (a few tasks on each socket: receive, answer, send) and TCP (each
-//! message behind its 2-byte length, RFC 1035 §4.2.2 and RFC 7766), under the same limits as
-//! the node's other TCP servers. Answers come from `wire`, verdicts from the store through the
-//! node's rule.
+//! The DNSBL's sockets: UDP (a few tasks on each socket: receive what has arrived, answer it,
+//! send) and TCP (each message behind its 2-byte length, RFC 1035 §4.2.2 and RFC 7766), under
+//! the same limits as the node's other TCP servers. Answers come from `wire`, verdicts from the
+//! store through the node's rule.
+//!
+//! Datagrams that arrived together are answered in one read transaction: one WAL snapshot and
+//! one set of file locks for the burst instead of one per query (the locks were a tenth of the
+//! cost of an answer). Batches are natural, never timed: idle, a query is answered alone at
+//! once; under load a burst is at most [`UDP_BURST`] queries, a few microseconds of snapshot.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,6 +32,8 @@ use crate::store::ReadPool;
 const MAX_QUERY_BYTES: usize = 4096;
 /// UDP tasks per socket: enough to keep both cores busy while one waits on the database.
 const UDP_TASKS: usize = 2;
+/// The most datagrams a UDP task takes from its socket at once.
+const UDP_BURST: usize = 32;
 /// TCP connections open at once, and from one source (an IPv6 source per /64).
 const MAX_TCP_CONNECTIONS: usize = 256;
 const MAX_TCP_PER_SOURCE: usize = 16;
@@ -38,21 +45,18 @@ const TCP_IO: Duration = Duration::from_secs(5);
 const ERROR_LOG_INTERVAL_MS: i64 = 10_000;
 
 /// The verdicts: the node's database and rule, nothing re-derived.
-struct StoreLookup {
-    store: ReadPool,
-    rules: Arc<Rules>,
+struct StoreLookup<'a> {
+    conn: &'a rusqlite::Connection,
+    rules: &'a Rules,
 }
 
-impl Lookup for StoreLookup {
+impl Lookup for StoreLookup<'_> {
     fn listing(&self, kind: Kind, key: &str, now_ms: i64) -> Result<Option<Listing>, String> {
         // A primary-key read in WAL mode: microseconds, never waiting for the writer, so it
         // runs here on the runtime thread as the API's lookups do.
-        let row = self
-            .store
-            .with(|c| crate::store::actors::get(c, kind, key))
-            .map_err(|e| e.to_string())?;
+        let row = crate::store::actors::get(self.conn, kind, key).map_err(|e| e.to_string())?;
         Ok(row.and_then(|r| {
-            r.listed_until(kind, &self.rules, now_ms)
+            r.listed_until(kind, self.rules, now_ms)
                 .map(|until_ms| Listing {
                     last_seen_ms: r.last_seen_ms,
                     count: r.count,
@@ -62,10 +66,20 @@ impl Lookup for StoreLookup {
     }
 }
 
+/// No database to read: every lookup fails (SERVFAIL).
+struct Failing(String);
+
+impl Lookup for Failing {
+    fn listing(&self, _: Kind, _: &str, _: i64) -> Result<Option<Listing>, String> {
+        Err(self.0.clone())
+    }
+}
+
 /// What every DNSBL socket shares.
 pub struct Dnsbl {
     responder: Responder,
-    lookup: StoreLookup,
+    store: ReadPool,
+    rules: Arc<Rules>,
     counters: Arc<Counters>,
     tcp_limits: Arc<ConnLimits>,
     last_error_log_ms: AtomicI64,
@@ -80,10 +94,8 @@ impl Dnsbl {
     ) -> Result<Arc<Dnsbl>, String> {
         Ok(Arc::new(Dnsbl {
             responder: Responder::new(config)?,
-            lookup: StoreLookup {
-                store: ReadPool::new(db_file),
-                rules,
-            },
+            store: ReadPool::new(db_file),
+            rules,
             counters,
             tcp_limits: Arc::new(ConnLimits::new(MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE)),
             last_error_log_ms: AtomicI64::new(i64::MIN),
@@ -92,8 +104,44 @@ impl Dnsbl {
 
     /// One message in, its answer (if any) out, counted.
     pub fn handle(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        self.handle_all(&[query], transport).pop().flatten()
+    }
+
+    /// Messages that arrived together, answered (or not) in order, in one read transaction.
+    pub fn handle_all(&self, queries: &[&[u8]], transport: Transport) -> Vec<Option<Vec<u8>>> {
         let now = crate::actors::now_ms();
-        let reply = self.responder.answer(query, &self.lookup, now, transport);
+        let together = queries.len() > 1;
+        let answered = self.store.with(|c| {
+            if together {
+                c.prepare_cached("BEGIN")?.execute([])?;
+            }
+            let lookup = StoreLookup {
+                conn: c,
+                rules: &self.rules,
+            };
+            let out = queries
+                .iter()
+                .map(|q| self.counted(self.responder.answer(q, &lookup, now, transport), now))
+                .collect();
+            if together
+                && c.prepare_cached("COMMIT")
+                    .and_then(|mut s| s.execute([]))
+                    .is_err()
+            {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            Ok(out)
+        });
+        answered.unwrap_or_else(|e| {
+            let failing = Failing(e.to_string());
+            queries
+                .iter()
+                .map(|q| self.counted(self.responder.answer(q, &failing, now, transport), now))
+                .collect()
+        })
+    }
+
+    fn counted(&self, reply: super::wire::Reply, now: i64) -> Option<Vec<u8>> {
         let c = &self.counters;
         Counters::inc(&c.dnsbl_queries);
         match reply.outcome {
@@ -144,22 +192,40 @@ pub fn spawn(
     Ok(addr)
 }
 
+/// Waits for a datagram, takes whatever else has arrived (up to [`UDP_BURST`]), answers them
+/// together and sends the answers.
 async fn serve_udp(socket: Arc<UdpSocket>, dnsbl: Arc<Dnsbl>, cancel: CancellationToken) {
-    let mut buf = vec![0u8; MAX_QUERY_BYTES];
+    let mut bufs = vec![[0u8; MAX_QUERY_BYTES]; UDP_BURST];
+    let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BURST);
     loop {
-        let (n, peer) = tokio::select! {
+        got.clear();
+        let first = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(got) => got,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNSBL receive failed.");
-                    continue;
-                }
-            },
+            r = socket.recv_from(&mut bufs[0]) => r,
         };
-        if let Some(answer) = dnsbl.handle(&buf[..n], Transport::Udp) {
-            if let Err(e) = socket.send_to(&answer, peer).await {
+        match first {
+            Ok(g) => got.push(g),
+            Err(e) => {
+                tracing::debug!(error = %e, "DNSBL receive failed.");
+                continue;
+            }
+        }
+        while got.len() < UDP_BURST {
+            match socket.try_recv_from(&mut bufs[got.len()]) {
+                Ok(g) => got.push(g),
+                Err(_) => break,
+            }
+        }
+        let queries: Vec<&[u8]> = got
+            .iter()
+            .zip(&bufs)
+            .map(|((n, _), buf)| &buf[..*n])
+            .collect();
+        let answers = dnsbl.handle_all(&queries, Transport::Udp);
+        for ((_, peer), answer) in got.iter().zip(answers) {
+            let Some(answer) = answer else { continue };
+            if let Err(e) = socket.send_to(&answer, *peer).await {
                 tracing::debug!(error = %e, %peer, "DNSBL answer not sent.");
             }
         }

@@ -153,7 +153,12 @@ fn dnsbl_dig_sees_probed_addresses_and_numbers_by_rfc_5782() {
     // The negative answer carries the zone's SOA, with a one-minute minimum (RFC 2308).
     assert_eq!(d.authority.len(), 1, "{}", d.text);
     let soa: Vec<&str> = d.authority[0].split_whitespace().collect();
-    assert_eq!(&soa[..4], [&format!("{ZONE}."), "60", "IN", "SOA"], "{}", d.text);
+    assert_eq!(
+        &soa[..4],
+        [&format!("{ZONE}."), "60", "IN", "SOA"],
+        "{}",
+        d.text
+    );
     assert_eq!(soa.last(), Some(&"60"));
 
     // IPv6 in nibble form: the probe from ::1.
@@ -170,7 +175,9 @@ fn dnsbl_dig_sees_probed_addresses_and_numbers_by_rfc_5782() {
     }
     let d = dig(dns, &[&number_name("442012345678"), "TXT"]);
     assert!(
-        d.data().join(" ").contains("Number dialled by SIP bad actors"),
+        d.data()
+            .join(" ")
+            .contains("Number dialled by SIP bad actors"),
         "{}",
         d.text
     );
@@ -204,8 +211,11 @@ fn dnsbl_dig_sees_probed_addresses_and_numbers_by_rfc_5782() {
     // nothing; the server answers on.
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.send_to(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff", dns)
-        .unwrap();
+    s.send_to(
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff",
+        dns,
+    )
+    .unwrap();
     let mut buf = [0u8; 512];
     let (n, _) = s.recv_from(&mut buf).unwrap();
     assert!(n >= 12 && buf[..2] == [0x12, 0x34] && buf[2] & 0x80 != 0);
