@@ -319,6 +319,8 @@ impl RunningApp {
                 bound.dnsbl.push(addr);
             }
         }
+        #[cfg(not(feature = "dnsbl"))]
+        drop(sockets.dnsbl); // none: refused above
         intake.close();
         for (transport, addrs) in [
             ("UDP", &bound.udp),

@@ -572,7 +572,10 @@ mod tests {
             e.set_max_payload(4096);
             m.set_edns(e);
         });
-        assert_eq!(m.edns().unwrap().max_payload(), MAX_UDP_PAYLOAD);
+        assert_eq!(
+            m.extensions().as_ref().unwrap().max_payload(),
+            MAX_UDP_PAYLOAD
+        );
         assert_eq!(a_of(&m), [LISTED_ADDRESS]);
         let m = ask_with("4.3.2.1.bl.example.", RecordType::A, |m| {
             let mut e = Edns::new();
