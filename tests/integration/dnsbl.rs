@@ -102,6 +102,18 @@ fn probe_from(local: &str, to: SocketAddr, number: &str, branch: u64) {
         .unwrap();
 }
 
+/// A DNS query for `name` A, by hand: header (RD set, one question), the name's labels, A, IN.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 fn listed(d: &Dig) -> bool {
     d.status == "NOERROR" && d.data() == ["127.0.0.2"]
 }
@@ -206,6 +218,29 @@ fn dnsbl_dig_sees_probed_addresses_and_numbers_by_rfc_5782() {
     assert!(listed(&d), "{}", d.text);
     let d = dig(dns, &["+tcp", &format!("1.0.0.127.{ZONE}"), "TXT"]);
     assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
+
+    // Two queries pipelined on one TCP connection, each behind its 2-byte length: two answers,
+    // in order.
+    let mut tcp = std::net::TcpStream::connect(dns).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut both = Vec::new();
+    for (id, name) in [
+        (7u16, format!("2.0.0.127.{ZONE}")),
+        (8, format!("1.0.0.127.{ZONE}")),
+    ] {
+        let q = query(id, &name);
+        both.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        both.extend_from_slice(&q);
+    }
+    std::io::Write::write_all(&mut tcp, &both).unwrap();
+    for (id, rcode, answers) in [(7u16, 0u8, 1u8), (8, 3, 0)] {
+        let mut len = [0u8; 2];
+        std::io::Read::read_exact(&mut tcp, &mut len).unwrap();
+        let mut a = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        std::io::Read::read_exact(&mut tcp, &mut a).unwrap();
+        assert_eq!(u16::from_be_bytes([a[0], a[1]]), id);
+        assert_eq!((a[3] & 0x0f, a[7]), (rcode, answers), "{a:?}");
+    }
 
     // Garbage: a header promising a question that is not there gets FORMERR; a few bytes get
     // nothing; the server answers on.
