@@ -40,6 +40,8 @@ pub struct Bound {
     pub api: Vec<SocketAddr>,
     pub agent_udp: Vec<SocketAddr>,
     pub agent_tcp: Vec<SocketAddr>,
+    /// The DNS blocklist's addresses, each served over UDP and TCP.
+    pub dnsbl: Vec<SocketAddr>,
 }
 
 /// A started node.
@@ -84,6 +86,8 @@ struct Sockets {
     api: Vec<std::net::TcpListener>,
     agent_udp: Vec<std::net::UdpSocket>,
     agent_tcp: Vec<std::net::TcpListener>,
+    /// UDP and TCP on the same address, for each DNSBL address.
+    dnsbl: Vec<(std::net::UdpSocket, std::net::TcpListener)>,
 }
 
 impl RunningApp {
@@ -127,6 +131,14 @@ impl RunningApp {
                 "-p (--peer-to-peer)",
                 "on",
                 "this build has no peer-to-peer support (cargo feature `p2p`)",
+            )
+            .into());
+        }
+        if config.dnsbl.is_some() && !cfg!(feature = "dnsbl") {
+            return Err(ConfigError::new(
+                "--dnsbl-listen",
+                "…",
+                "this build has no DNSBL support (cargo feature `dnsbl`)",
             )
             .into());
         }
@@ -337,6 +349,23 @@ impl RunningApp {
                 ));
             }
         }
+        #[cfg(feature = "dnsbl")]
+        if let Some(d) = &config.dnsbl {
+            let dnsbl = crate::dnsbl::serve::Dnsbl::new(
+                d,
+                &config.db_file,
+                rules.clone(),
+                counters.clone(),
+            )
+            .map_err(|e| ConfigError::new("--dnsbl-zone", &d.zone, e))?;
+            for (udp, tcp) in sockets.dnsbl {
+                let addr = crate::dnsbl::serve::spawn(udp, tcp, dnsbl.clone(), &cancel, &intake)
+                    .context("registering a DNSBL socket")?;
+                bound.dnsbl.push(addr);
+            }
+        }
+        #[cfg(not(feature = "dnsbl"))]
+        drop(sockets.dnsbl); // none: refused above
         intake.close();
         for (transport, addrs) in [
             ("UDP", &bound.udp),
@@ -345,6 +374,7 @@ impl RunningApp {
             ("API", &bound.api),
             ("AGENT", &bound.agent_udp),
             ("AGENT-TCP", &bound.agent_tcp),
+            ("DNSBL", &bound.dnsbl),
         ] {
             for addr in addrs {
                 tracing::info!(%transport, %addr, "Listening.");
@@ -425,6 +455,7 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
         api: vec![],
         agent_udp: vec![],
         agent_tcp: vec![],
+        dnsbl: vec![],
     };
     if let Some(agent) = &config.agent {
         for addr in &agent.listen {
@@ -456,7 +487,42 @@ fn bind_all(config: &Config) -> Result<Sockets, ConfigError> {
             }
         }
     }
+    for l in config.dnsbl.iter().flat_map(|d| &d.listen) {
+        if let Some(pair) = bind_udp_and_tcp(l, "--dnsbl-listen")? {
+            s.dnsbl.push(pair);
+        }
+    }
     Ok(s)
+}
+
+/// A UDP socket and a TCP listener on one port (DNS serves both). With port 0, the TCP
+/// listener takes the port the kernel gave the UDP socket, trying again if it is taken.
+fn bind_udp_and_tcp(
+    l: &Listen,
+    option: &str,
+) -> Result<Option<(std::net::UdpSocket, std::net::TcpListener)>, ConfigError> {
+    let mut tries = if l.addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let Some(udp) = bind(l, option, Type::DGRAM)? else {
+            return Ok(None);
+        };
+        let port = udp
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(l.addr.port(), |a| a.port());
+        let same = Listen {
+            addr: SocketAddr::new(l.addr.ip(), port),
+            optional: l.optional,
+        };
+        tries -= 1;
+        match bind(&same, option, Type::STREAM) {
+            Ok(Some(tcp)) => return Ok(Some((udp.into(), tcp.into()))),
+            Ok(None) => return Ok(None),
+            Err(_) if tries > 0 => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Asks for a large UDP receive buffer: past `net.core.rmem_max` when the process may

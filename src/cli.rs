@@ -183,6 +183,29 @@ pub struct Cli {
     #[arg(long = "api-listen", value_name = "ADDR")]
     pub api_listen: Vec<String>,
 
+    /// Serve the bad-actor set as an RFC 5782 DNS blocklist on this address, UDP and TCP
+    /// (repeatable, IP:PORT); needs --dnsbl-zone
+    #[arg(
+        long = "dnsbl-listen",
+        env = "SENTRYPEER_DNSBL_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub dnsbl_listen: Vec<String>,
+
+    /// The DNS zone the blocklist answers for, such as bl.example.org
+    #[arg(
+        long = "dnsbl-zone",
+        env = "SENTRYPEER_DNSBL_ZONE",
+        value_name = "ZONE"
+    )]
+    pub dnsbl_zone: Option<String>,
+
+    /// This name server's host name, as the parent zone delegates the blocklist to it (its NS
+    /// and SOA records) [default: the zone's own name]
+    #[arg(long = "dnsbl-ns", env = "SENTRYPEER_DNSBL_NS", value_name = "HOST")]
+    pub dnsbl_ns: Option<String>,
+
     /// POST every event as JSON to this URL (env SENTRYPEER_WEBHOOK alone: http://localhost:4000/api/events)
     #[arg(
         short = 'w',

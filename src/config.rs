@@ -82,6 +82,9 @@ struct FileConfig {
     agent_allow: Option<OneOrMany>,
     agent_source_header: Option<String>,
     agent_divert: Option<String>,
+    dnsbl_listen: Option<OneOrMany>,
+    dnsbl_zone: Option<String>,
+    dnsbl_ns: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +126,8 @@ pub struct Config {
     pub apiban_keys: Vec<Secret>,
     /// The fraud-check agent, when `--agent-listen` is given.
     pub agent: Option<crate::agent::AgentConfig>,
+    /// The DNS blocklist (`--dnsbl-listen`, `--dnsbl-zone`), when it is served.
+    pub dnsbl: Option<crate::dnsbl::DnsblConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -306,6 +311,15 @@ impl Config {
                     .unwrap_or_default(),
             })?;
 
+        let dnsbl = crate::dnsbl::DnsblConfig::resolve(
+            crate::dnsbl::RawDnsblConfig {
+                listen: pick(cli.dnsbl_listen, file.dnsbl_listen),
+                zone: cli.dnsbl_zone.or(file.dnsbl_zone),
+                ns: cli.dnsbl_ns.or(file.dnsbl_ns),
+            },
+            &mut warnings,
+        )?;
+
         let syslog = on(cli.syslog, "SENTRYPEER_SYSLOG", file.syslog).then(|| {
             cli.syslog_socket
                 .or(file.syslog_socket)
@@ -359,6 +373,7 @@ impl Config {
             } else {
                 cli.apiban_key.into_iter().map(Secret::new).collect()
             },
+            dnsbl,
             warnings,
             created_config_file,
         })
@@ -723,6 +738,28 @@ mod tests {
         assert!(w(&["--webhook-outbox-cap", "0"]).is_err());
         assert!(w(&["--webhook-dead-letter-cap", "0"]).is_err());
         assert!(w(&["--webhook-max-backoff", "0"]).is_err());
+    }
+
+    #[test]
+    fn dnsbl_settings_come_from_flags_or_the_file_and_need_a_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "dnsbl_listen = [\"127.0.0.1:5353\", \"[::1]:5353\"]\ndnsbl_zone = \"BL.example.\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let d = resolve(&["-g", p], &env(&[])).unwrap().dnsbl.unwrap();
+        assert_eq!((d.listen.len(), d.zone.as_str()), (2, "bl.example"));
+        let d = resolve(&["-g", p, "--dnsbl-listen", "127.0.0.1:53"], &env(&[]))
+            .unwrap()
+            .dnsbl
+            .unwrap();
+        assert_eq!(d.listen[0].addr, "127.0.0.1:53".parse().unwrap());
+        assert!(resolve(&[], &env(&[])).unwrap().dnsbl.is_none());
+        let e = resolve(&["--dnsbl-listen", "127.0.0.1:53"], &env(&[])).unwrap_err();
+        assert_eq!(e.option, "--dnsbl-zone");
     }
 
     #[test]

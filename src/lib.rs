@@ -4,7 +4,7 @@
 //! using the pure `sip` parser) → `pipeline` (one bounded queue per output, never waits) →
 //! `output::*` (database, JSON log, syslog, console, WebHook). `store` owns the database and
 //! the API's queries; `api` serves them. `actors` decides who is a bad actor now (one rule,
-//! read by lookups, exports, the fraud-check `agent` and every enforcing output). `config`
+//! read by lookups, exports, the fraud-check `agent`, the `dnsbl` zone and every enforcing output). `config`
 //! gathers `cli`, the environment and the file once, and each component resolves its own
 //! settings (`settings` holds their shared vocabulary); `app` wires it all and shuts it down in
 //! order. `admin` runs the one-shot commands (`sentrypeer webhook|export|man|completions`).
@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod conn_limits;
+pub mod dnsbl;
 pub mod event;
 pub mod metrics;
 pub mod output;

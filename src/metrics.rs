@@ -37,6 +37,20 @@ pub struct Counters {
     pub peer_events_accepted: AtomicU64,
     /// Events received from peers and rejected by validation.
     pub peer_events_rejected: AtomicU64,
+    /// DNSBL: messages received over UDP and TCP.
+    pub dnsbl_queries: AtomicU64,
+    /// DNSBL: listed names answered with data (A, TXT).
+    pub dnsbl_listed: AtomicU64,
+    /// DNSBL: NXDOMAIN answers (not listed, no such name).
+    pub dnsbl_nxdomain: AtomicU64,
+    /// DNSBL: REFUSED and NOTIMP answers (outside the zone, another class or opcode).
+    pub dnsbl_refused: AtomicU64,
+    /// DNSBL: messages that are not well-formed queries (FORMERR, or no answer at all).
+    pub dnsbl_malformed: AtomicU64,
+    /// DNSBL: SERVFAIL answers (the database failed).
+    pub dnsbl_failed: AtomicU64,
+    /// DNSBL: TCP connections refused by the per-source or total limit.
+    pub dnsbl_connections_refused: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +81,16 @@ impl Counters {
             ("streams_rejected", get(&self.streams_rejected)),
             ("peer_events_accepted", get(&self.peer_events_accepted)),
             ("peer_events_rejected", get(&self.peer_events_rejected)),
+            ("dnsbl_queries", get(&self.dnsbl_queries)),
+            ("dnsbl_listed", get(&self.dnsbl_listed)),
+            ("dnsbl_nxdomain", get(&self.dnsbl_nxdomain)),
+            ("dnsbl_refused", get(&self.dnsbl_refused)),
+            ("dnsbl_malformed", get(&self.dnsbl_malformed)),
+            ("dnsbl_failed", get(&self.dnsbl_failed)),
+            (
+                "dnsbl_connections_refused",
+                get(&self.dnsbl_connections_refused),
+            ),
         ]
     }
 }

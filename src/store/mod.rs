@@ -29,6 +29,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer's page cache, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// How much of the database file a reader maps into memory: lookups of summaries larger than a
+/// reader's page cache then read pages from the kernel's cache without a `pread` each (the WAL
+/// is still read as usual). Address space only; the kernel shares the pages among readers.
+const READER_MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
 /// Upstream's schema, verbatim.
 const UPSTREAM_SCHEMA: &str = "
@@ -280,5 +284,6 @@ fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
     Ok(conn)
 }

@@ -25,6 +25,8 @@ pub struct Node {
     /// The fraud-check agent's UDP and TCP addresses (`--agent-listen`).
     pub agent: Vec<SocketAddr>,
     pub agent_tcp: Vec<SocketAddr>,
+    /// DNS blocklist addresses (UDP and TCP on each), with `--dnsbl-listen`.
+    pub dnsbl: Vec<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -122,6 +124,7 @@ impl Node {
             api: vec![],
             agent: vec![],
             agent_tcp: vec![],
+            dnsbl: vec![],
             log,
         };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
@@ -145,6 +148,7 @@ impl Node {
                 "API" => node.api.push(addr),
                 "AGENT" => node.agent.push(addr),
                 "AGENT-TCP" => node.agent_tcp.push(addr),
+                "DNSBL" => node.dnsbl.push(addr),
                 _ => {}
             }
         }

@@ -10,6 +10,8 @@ mod apiban;
 mod blocklist;
 mod capture;
 mod cli;
+#[cfg(feature = "dnsbl")]
+mod dnsbl;
 mod durability;
 mod grafana;
 mod hostile;
