@@ -1166,3 +1166,26 @@ fn bad_export_parameters_are_a_400_whose_json_names_the_problem() {
     );
     assert_eq!(run.stdout, "");
 }
+
+#[test]
+fn retention_prunes_old_events_but_the_lists_and_the_bad_actor_set_keep_what_they_told() {
+    let node = Node::start(&["--retention", "2s"]);
+    node.send_udp(&options("5559001", "friendly-scanner", 1));
+    node.wait_rows(1);
+    assert_eq!(node.get("/ip-addresses/127.0.0.1").status, 200);
+    // The writer's upkeep deletes the event once it is older than the retention.
+    assert!(
+        poll(DEFAULT_WAIT, || node.count("SELECT count(*) FROM honey")
+            == 0),
+        "the event was never pruned\n{}",
+        node.log_text()
+    );
+    // What it told stays: the lookups, the lists with their counts, the exports.
+    assert_eq!(node.get("/ip-addresses/127.0.0.1").status, 200);
+    assert_eq!(node.get("/numbers/5559001").status, 200);
+    let v = node.get("/numbers").json();
+    assert_eq!(v["called_numbers"][0]["called_number"], "5559001");
+    assert_eq!(v["called_numbers"][0]["seen_count"], "1");
+    let plain = String::from_utf8(node.get("/blocklist/numbers?format=plain").body).unwrap();
+    assert_eq!(plain, "5559001\n");
+}
