@@ -262,29 +262,55 @@ impl ActorWriter {
         rules: &Rules,
     ) -> rusqlite::Result<()> {
         let (t, col, _) = table(kind);
-        let row: (Option<i64>, Option<i64>, Option<i64>, bool) = tx
+        let is_excluded = excluded(kind, key, rules);
+        // A new actor is inserted with its verdict in the same statement (most keys of a flood
+        // are new); an existing one has its verdict compared below. A sequence number taken for
+        // an insert that turns out to be an update is simply skipped: the sequence only grows.
+        let new_until = rules.listed_until(Facts {
+            excluded: is_excluded,
+            local_last_ms: s.local_ms,
+            corroborated_ms: None,
+        });
+        let new_seq = if new_until.is_some() {
+            self.next_seq()
+        } else {
+            0
+        };
+        let row: (Option<i64>, Option<i64>, Option<i64>, i64) = tx
             .prepare_cached(&format!(
-                "INSERT INTO {t} ({col}, seen_last, seen_count, first_seen_ms, last_seen_ms, local_last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO {t} ({col}, seen_last, seen_count, first_seen_ms, last_seen_ms, local_last_ms,
+                   excluded, announced_until_ms, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT({col}) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
                    seen_count = seen_count + excluded.seen_count,
                    first_seen_ms = min(coalesce(first_seen_ms, excluded.first_seen_ms), excluded.first_seen_ms),
                    last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
                    local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
-                                       coalesce(excluded.local_last_ms, local_last_ms))
-                 RETURNING local_last_ms, corroborated_ms, announced_until_ms, excluded"
+                                       coalesce(excluded.local_last_ms, local_last_ms)),
+                   excluded = excluded.excluded
+                 RETURNING local_last_ms, corroborated_ms, announced_until_ms, seen_count"
             ))?
             .query_row(
-                params![key, s.ts, s.count, s.first_ms, s.last_ms, s.local_ms],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)),
+                params![
+                    key,
+                    s.ts,
+                    s.count,
+                    s.first_ms,
+                    s.last_ms,
+                    s.local_ms,
+                    is_excluded,
+                    new_until,
+                    new_seq
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-        let (local, mut corroborated, announced, was_excluded) = row;
+        let (local, mut corroborated, announced, count) = row;
+        let inserted = count == s.count;
+        if s.authors.is_empty() && inserted {
+            return Ok(());
+        }
         if !s.authors.is_empty() {
             corroborated = self.report(tx, kind, key, &s.authors, rules)?;
-        }
-        let is_excluded = excluded(kind, key, rules);
-        if is_excluded != was_excluded {
-            set_excluded(tx, kind, key, is_excluded)?;
         }
         let facts = Facts {
             excluded: is_excluded,
