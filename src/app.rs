@@ -147,6 +147,8 @@ impl RunningApp {
             writer: Some(writer),
             webhook_stats: None,
             on_hangup: Vec::new(),
+            rules: rules.clone(),
+            bgp_stats: None,
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -169,6 +171,7 @@ impl RunningApp {
         let output::BuildContext {
             webhook_stats,
             mut on_hangup,
+            bgp_stats,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -307,6 +310,7 @@ impl RunningApp {
                 rules: rules.clone(),
                 apiban_keys: Arc::new(config.apiban_keys.clone()),
                 agent: config.agent.as_ref().map(|_| agent_stats.clone()),
+                bgp: bgp_stats.clone(),
                 list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,

@@ -82,6 +82,14 @@ struct FileConfig {
     agent_allow: Option<OneOrMany>,
     agent_source_header: Option<String>,
     agent_divert: Option<String>,
+    bgp_neighbor: Option<OneOrMany>,
+    bgp_listen: Option<String>,
+    bgp_local_as: Option<u32>,
+    bgp_peer_as: Option<u32>,
+    bgp_router_id: Option<String>,
+    bgp_next_hop: Option<OneOrMany>,
+    bgp_community: Option<OneOrMany>,
+    bgp_max_routes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +131,8 @@ pub struct Config {
     pub apiban_keys: Vec<Secret>,
     /// The fraud-check agent, when `--agent-listen` is given.
     pub agent: Option<crate::agent::AgentConfig>,
+    /// The BGP blackhole feed, when `--bgp-neighbor` is given.
+    pub bgp: Option<crate::bgp::BgpConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -151,6 +161,9 @@ impl Config {
         }
         if self.verbose {
             list.push(Box::new(console::ConsoleConfig));
+        }
+        if let Some(b) = &self.bgp {
+            list.push(Box::new(b.clone()));
         }
         list
     }
@@ -353,6 +366,20 @@ impl Config {
                 allow: pick(cli.agent_allow, file.agent_allow),
                 source_header: cli.agent_source_header.or(file.agent_source_header),
                 divert: cli.agent_divert.or(file.agent_divert),
+            })?,
+            bgp: crate::bgp::BgpConfig::resolve(crate::bgp::RawBgpConfig {
+                neighbors: pick(cli.bgp_neighbor, file.bgp_neighbor),
+                listen: cli.bgp_listen.or(file.bgp_listen),
+                local_as: cli
+                    .bgp_local_as
+                    .or(file.bgp_local_as.map(|n| n.to_string())),
+                peer_as: cli.bgp_peer_as.or(file.bgp_peer_as.map(|n| n.to_string())),
+                router_id: cli.bgp_router_id.or(file.bgp_router_id),
+                next_hops: pick(cli.bgp_next_hop, file.bgp_next_hop),
+                communities: pick(cli.bgp_community, file.bgp_community),
+                max_routes: cli
+                    .bgp_max_routes
+                    .or(file.bgp_max_routes.map(|n| n.to_string())),
             })?,
             apiban_keys: if cli.apiban_key.is_empty() {
                 file.apiban_key.unwrap_or_default()
