@@ -140,6 +140,7 @@ impl RunningApp {
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
         let mut cx = output::BuildContext {
             node_id,
             db_file: &config.db_file,
@@ -149,6 +150,7 @@ impl RunningApp {
             on_hangup: Vec::new(),
             rules: rules.clone(),
             bgp_stats: None,
+            shutdown: cancel.clone(),
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -191,7 +193,6 @@ impl RunningApp {
         let stats = Arc::new(stats);
 
         // Intake.
-        let cancel = CancellationToken::new();
         let intake = TaskTracker::new();
         #[cfg(feature = "p2p")]
         let p2p = match peers_intake {

@@ -14,7 +14,7 @@
 //!
 //! Nothing a peer sends is installed: UPDATEs are counted and dropped unread. The feed is an
 //! output of the node (`OutputConfig`): its queue's events only hasten the next read of the
-//! store, and the queue's closing at shutdown is what ends the sessions with a Cease.
+//! store; the node's shutdown (`BuildContext::shutdown`) ends the sessions with a Cease.
 
 mod feed;
 mod session;
@@ -432,7 +432,7 @@ pub struct BgpStats {
     pub announced: AtomicU64,
     /// Listed but not announced: beyond `--bgp-max-routes`.
     pub over_limit: AtomicU64,
-    /// Listed addresses of a family without a next hop: never announced.
+    /// Listings of an address whose family has no next hop: never announced.
     pub no_next_hop: AtomicU64,
     /// Inbound connections from addresses that are not neighbours, closed at once.
     pub connections_refused: AtomicU64,
@@ -485,7 +485,7 @@ impl BgpStats {
             ("bgp_listed", "gauge", get(&self.listed)),
             ("bgp_announced", "gauge", get(&self.announced)),
             ("bgp_over_limit", "gauge", get(&self.over_limit)),
-            ("bgp_no_next_hop", "gauge", get(&self.no_next_hop)),
+            ("bgp_no_next_hop_total", "counter", get(&self.no_next_hop)),
             (
                 "bgp_connections_refused_total",
                 "counter",
@@ -541,7 +541,7 @@ impl OutputConfig for BgpConfig {
         "bgp"
     }
 
-    /// Events only hasten the next read of the store; the queue's closing ends the sessions.
+    /// Events only hasten the next read of the store.
     fn queue(&self) -> Option<QueuePolicy> {
         Some(QueuePolicy::every(crate::output::OUTPUT_QUEUE_EVENTS))
     }
@@ -556,7 +556,7 @@ impl OutputConfig for BgpConfig {
             let addr = l
                 .local_addr()
                 .map_err(|e| BuildError::Other(e.to_string()))?;
-            tracing::info!(transport = "BGP", %addr, "Listening.");
+            tracing::info!(transport = %"BGP", %addr, "Listening.");
         }
         let stats = Arc::new(BgpStats::new(self));
         cx.bgp_stats = Some(stats.clone());
@@ -568,6 +568,7 @@ impl OutputConfig for BgpConfig {
             stats,
             db_file: cx.db_file.to_path_buf(),
             rules: cx.rules.clone(),
+            shutdown: cx.shutdown.clone(),
         }))
     }
 }
@@ -592,6 +593,7 @@ struct Feed {
     stats: Arc<BgpStats>,
     db_file: std::path::PathBuf,
     rules: Arc<crate::actors::Rules>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Output for Feed {
@@ -608,6 +610,7 @@ impl Output for Feed {
                 db_file: self.db_file,
                 rules: self.rules,
                 listener,
+                shutdown: self.shutdown,
             },
             queue,
         ));

@@ -60,6 +60,8 @@ pub(super) struct Start {
     pub db_file: PathBuf,
     pub rules: Arc<Rules>,
     pub listener: Option<TcpListener>,
+    /// The node's shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// What every session shares.
@@ -70,10 +72,10 @@ struct Shared {
     stop: CancellationToken,
 }
 
-/// Runs the feed, the listener and the neighbours until `queue` closes, then ends every
-/// session with a Cease.
+/// Runs the feed, the listener and the neighbours until the node shuts down, then ends every
+/// session with a Cease. Events from `queue` hasten the next read of the store.
 pub(super) async fn run(start: Start, mut queue: OutputQueue) {
-    let stop = CancellationToken::new();
+    let stop = start.shutdown.clone();
     let tasks = TaskTracker::new();
     let table = Arc::new(Mutex::new(Table::new(start.config.max_routes)));
     let (version_tx, version) = watch::channel(0u64);
@@ -108,16 +110,22 @@ pub(super) async fn run(start: Start, mut queue: OutputQueue) {
     }
     tasks.close();
     let mut batch = Vec::new();
+    let mut open = true;
     loop {
-        let n = queue.recv_many(&mut batch, crate::output::MAX_BATCH).await;
-        if n == 0 {
-            break;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            n = queue.recv_many(&mut batch, crate::output::MAX_BATCH), if open => {
+                if n == 0 {
+                    // No intake (`-R`), or shutting down: the store is still read every second.
+                    open = false;
+                    continue;
+                }
+                queue.stats.wrote(n);
+                batch.clear();
+                poke.notify_one();
+            }
         }
-        queue.stats.wrote(n);
-        batch.clear();
-        poke.notify_one();
     }
-    stop.cancel();
     tasks.wait().await;
     tracing::debug!("BGP feed stopped.");
 }
