@@ -2,16 +2,22 @@
 # The BGP blackhole feed at size: N listed addresses (default 100,000) written straight into the
 # database, gobgpd started on loopback as the receiving router, then the node started and timed
 # until `gobgp global rib summary` counts every route. Prints the figure; loopback only, bounded.
-# Usage: bench/bgp.sh [N] [RUNS]
+# Usage: bench/bgp.sh [N] [RUNS]   (SENTRYPEER_BIN=path: time that binary instead of building one)
 # Needs: sqlite3 and gobgpd (apt-get install -y sqlite3 gobgpd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 RUNS=${2:-3}
 
-cargo build --release --bins -q
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sentrypeer"
 WORK=$(mktemp -d)
+if [ -z "${SENTRYPEER_BIN:-}" ]; then
+  cargo build --release --bins -q
+  SENTRYPEER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sentrypeer"
+fi
+# A copy: a shared target directory may be rebuilt from another checkout meanwhile.
+cp "$SENTRYPEER_BIN" "$WORK/sentrypeer"
+BIN=$WORK/sentrypeer
+"$BIN" --help | grep -q -- --bgp-neighbor || { echo "the built binary has no BGP feed"; exit 1; }
 NODE_PID=
 GOBGP_PID=
 trap '[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null; [ -n "$GOBGP_PID" ] && kill "$GOBGP_PID" 2>/dev/null; rm -rf "$WORK"' EXIT

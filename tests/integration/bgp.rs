@@ -324,6 +324,21 @@ fn gobgpd_gets_host_routes_with_blackhole_communities_withdrawals_and_everything
     );
     assert_eq!(node.health()["bgp"]["announced"], 2);
 
+    // A route gobgpd offers is read, counted and ignored: the node installs nothing.
+    let before = session_of(&node)["updates_ignored"].as_u64().unwrap();
+    gobgp.cli(&["global", "rib", "add", "-a", "ipv4", "203.0.113.0/24"]);
+    wait_for("gobgpd's UPDATE counted as ignored", || {
+        let n = session_of(&node);
+        (n["updates_ignored"].as_u64() > Some(before), n.to_string())
+    });
+    let n = session_of(&node);
+    assert_eq!(
+        (n["state"].as_str(), n["routes"].as_u64()),
+        (Some("established"), Some(2)),
+        "{n}"
+    );
+    assert_eq!(node.health()["bgp"]["listed"], 2);
+
     // A restart of the daemon: everything is announced again on the new session.
     gobgp.restart();
     wait_for("gobgpd Established again after its restart", || {
