@@ -68,7 +68,9 @@ pub(super) struct Start {
 struct Shared {
     config: Arc<BgpConfig>,
     table: Arc<Mutex<Table>>,
-    version: watch::Receiver<u64>,
+    /// The table's version, `None` until the store was first read (so a session established
+    /// before that does not send an empty table and End-of-RIB).
+    version: watch::Receiver<Option<u64>>,
     stop: CancellationToken,
 }
 
@@ -78,7 +80,7 @@ pub(super) async fn run(start: Start, mut queue: OutputQueue) {
     let stop = start.shutdown.clone();
     let tasks = TaskTracker::new();
     let table = Arc::new(Mutex::new(Table::new(start.config.max_routes)));
-    let (version_tx, version) = watch::channel(0u64);
+    let (version_tx, version) = watch::channel(None);
     let poke = Arc::new(Notify::new());
     let feed = Feed::new(
         start.config.clone(),
@@ -133,7 +135,7 @@ pub(super) async fn run(start: Start, mut queue: OutputQueue) {
 /// Reads the store now, every second, and soon after events, and tells the sessions.
 async fn feed_loop(
     feed: Feed,
-    version: watch::Sender<u64>,
+    version: watch::Sender<Option<u64>>,
     poke: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -155,7 +157,7 @@ async fn feed_loop(
                     tracing::info!("BGP feed reading the database again.");
                 }
                 tracing::trace!(took = ?started.elapsed(), version = v, "BGP feed read the store.");
-                version.send_if_modified(|old| std::mem::replace(old, v) != v);
+                version.send_if_modified(|old| old.replace(v) != Some(v));
             }
             Ok((Err(e), _)) => {
                 if let Ok(f) = feed.lock() {
@@ -421,6 +423,8 @@ struct Session<'a> {
     sent: HashSet<IpAddr>,
     /// The table version `sent` reflects.
     at_version: u64,
+    /// The whole table was sent (after the store's first read).
+    synced: bool,
 }
 
 impl<'a> Session<'a> {
@@ -434,6 +438,7 @@ impl<'a> Session<'a> {
             peer: None,
             sent: HashSet::new(),
             at_version: 0,
+            synced: false,
         }
     }
 
@@ -502,6 +507,7 @@ impl<'a> Session<'a> {
         let mut keepalive_every: Option<Duration> = None;
         let mut next_keepalive = Instant::now();
         let mut pending: Option<TcpStream> = None;
+        let mut feeding = true;
         loop {
             let hold_deadline = *heard.lock().unwrap_or_else(|e| e.into_inner()) + hold;
             let keepalives = keepalive_every.is_some() && self.state >= State::OpenConfirm;
@@ -558,8 +564,10 @@ impl<'a> Session<'a> {
                             }
                             let peer = self.peer.as_ref().map(|p| (p.router_id, p.peer_as, p.four_octet));
                             tracing::info!(neighbor = %self.n.addr, direction = ?self.dir, peer = ?peer, "BGP session established.");
-                            if let Err(e) = self.sync(&mut wr, true).await {
-                                return self.closed(format!("write: {e}"));
+                            if version.borrow_and_update().is_some() {
+                                if let Err(e) = self.sync(&mut wr).await {
+                                    return self.closed(format!("write: {e}"));
+                                }
                             }
                         }
                         (Message::Keepalive, _) | (Message::Update, _) | (Message::RouteRefresh, _) => {}
@@ -602,11 +610,13 @@ impl<'a> Session<'a> {
                     }
                     next_keepalive = Instant::now() + keepalive_every.unwrap_or(Duration::ZERO);
                 }
-                changed = version.changed(), if self.established => {
+                changed = version.changed(), if self.established && feeding => {
                     if changed.is_err() {
+                        // The feed has stopped: shutdown is under way.
+                        feeding = false;
                         continue;
                     }
-                    if let Err(e) = self.sync(&mut wr, false).await {
+                    if let Err(e) = self.sync(&mut wr).await {
                         return self.closed(format!("write: {e}"));
                     }
                 }
@@ -616,7 +626,8 @@ impl<'a> Session<'a> {
 
     /// Brings the peer up to date with the table: everything at the start of a session (then
     /// End-of-RIB), after that what changed since the last sync.
-    async fn sync(&mut self, wr: &mut OwnedWriteHalf, full: bool) -> std::io::Result<()> {
+    async fn sync(&mut self, wr: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        let full = !self.synced;
         let (announce, withdraw) = {
             let table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
             let changes = if full {
@@ -708,6 +719,7 @@ impl<'a> Session<'a> {
         n.withdrawn
             .fetch_add(withdraw.len() as u64, Ordering::Relaxed);
         n.routes.store(self.sent.len() as u64, Ordering::Relaxed);
+        self.synced = true;
         if full || a4.len() + a6.len() + withdraw.len() > 0 {
             tracing::debug!(neighbor = %n.addr, announced = a4.len() + a6.len(), withdrawn = withdraw.len(), routes = self.sent.len(), "BGP routes sent.");
         }
