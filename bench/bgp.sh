@@ -94,7 +94,11 @@ for r in $(seq 1 "$RUNS"); do
   took=$(since "$t0")
   [ "$got" -ge "$N" ] || { echo "  run $r: only $got routes after ${took} s"; tail -5 "$WORK/node.log"; exit 1; }
   established=$(grep "BGP session established" "$WORK/node.log" | head -1 | cut -c1-27)
-  echo "  run $r: $got routes in ${took} s (session established at ${established#*T})"
+  up=$(awk -v a="$t0" -v b="$(date -d "$established" +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+  echo "  run $r: $got routes in ${took} s (session established ${up} s after the start)"
+  # With SENTRYPEER_LOG=sentrypeer=debug: when the node had written the whole table.
+  sent=$(grep "BGP routes sent" "$WORK/node.log" | grep -v "announced=0 " | head -1 | cut -c1-27)
+  [ -z "$sent" ] || echo "    table written $(awk -v a="$t0" -v b="$(date -d "$sent" +%s.%N)" 'BEGIN {printf "%.2f", b - a}') s after the start"
   stop_node
   stop_gobgpd
 done
