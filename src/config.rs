@@ -753,6 +753,30 @@ mod tests {
     }
 
     #[test]
+    fn the_bgp_feed_is_configured_from_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "bgp_neighbor = [\"192.0.2.10\", \"192.0.2.11:1179\"]\nbgp_local_as = 65000\n\
+             bgp_peer_as = 65001\nbgp_next_hop = [\"192.0.2.1\", \"100::1\"]\n\
+             bgp_community = \"65000:666:1\"\nbgp_max_routes = 50\nbgp_listen = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let b = resolve(&["-g", p], &env(&[])).unwrap().bgp.unwrap();
+        assert_eq!(b.neighbors.len(), 2);
+        assert_eq!((b.local_as, b.peer_as, b.max_routes), (65000, 65001, 50));
+        assert!(b.next_hop_v6.is_some() && b.listen.is_some());
+        let b = resolve(&["-g", p, "--bgp-max-routes", "7"], &env(&[]))
+            .unwrap()
+            .bgp
+            .unwrap();
+        assert_eq!(b.max_routes, 7);
+        assert!(resolve(&[], &env(&[])).unwrap().bgp.is_none());
+    }
+
+    #[test]
     fn sip_disable_means_no_sip_listeners() {
         let c = resolve(&["-R", "-a"], &env(&[])).unwrap();
         assert!(c.udp.is_empty() && c.tcp.is_empty() && c.tls.is_empty());
