@@ -726,3 +726,208 @@ impl<'a> Session<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::wire::BLACKHOLE;
+    use tokio::io::AsyncReadExt;
+
+    const ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    /// A neighbour task towards a fake peer listening on loopback.
+    struct Rig {
+        peer: TcpListener,
+        table: Arc<Mutex<Table>>,
+        version: watch::Sender<Option<u64>>,
+        stop: CancellationToken,
+        n: Arc<NeighborStats>,
+        task: tokio::task::JoinHandle<()>,
+        _inbound: mpsc::Sender<TcpStream>,
+    }
+
+    async fn rig(listed: &[IpAddr]) -> Rig {
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = peer.local_addr().unwrap();
+        let config = Arc::new(BgpConfig {
+            neighbors: vec![addr],
+            listen: None,
+            local_as: 65000,
+            peer_as: 65001,
+            router_id: ID,
+            next_hop_v4: Some(ID),
+            next_hop_v6: Some("100::1".parse().unwrap()),
+            communities: vec![BLACKHOLE],
+            max_routes: 10,
+        });
+        let mut t = Table::new(10);
+        for ip in listed {
+            t.set(*ip, Some(i64::MAX));
+        }
+        let (version, rx) = watch::channel(Some(t.version()));
+        let table = Arc::new(Mutex::new(t));
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config,
+            table: table.clone(),
+            version: rx,
+            stop: stop.clone(),
+        });
+        let n = Arc::new(NeighborStats::new(addr));
+        let (tx, inbound) = mpsc::channel(1);
+        let task = tokio::spawn(neighbor(shared, n.clone(), inbound));
+        Rig {
+            peer,
+            table,
+            version,
+            stop,
+            n,
+            task,
+            _inbound: tx,
+        }
+    }
+
+    /// One whole message: its type and its bytes.
+    async fn read(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut m = vec![0u8; wire::HEADER_LEN];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut m))
+            .await
+            .expect("a message in time")
+            .unwrap();
+        let len = usize::from(u16::from_be_bytes([m[16], m[17]]));
+        m.resize(len, 0);
+        s.read_exact(&mut m[wire::HEADER_LEN..]).await.unwrap();
+        (m[18], m)
+    }
+
+    /// Accepts the node's connection and completes the OPEN exchange as the peer.
+    async fn establish(r: &Rig, peer_as: u32, hold: u16) -> TcpStream {
+        let (mut s, _) = r.peer.accept().await.unwrap();
+        let (kind, m) = read(&mut s).await;
+        assert_eq!(kind, wire::OPEN);
+        let Ok(Some((Message::Open(o), _))) = wire::next_message(&m) else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (o.peer_as, o.router_id, o.hold_time),
+            (65000, ID, HOLD_TIME)
+        );
+        assert!(o.four_octet && o.accepts(Family::Ipv6Unicast));
+        s.write_all(&wire::open(
+            peer_as,
+            hold,
+            PEER_ID,
+            &[Family::Ipv4Unicast, Family::Ipv6Unicast],
+        ))
+        .await
+        .unwrap();
+        s
+    }
+
+    fn contains(m: &[u8], part: &[u8]) -> bool {
+        m.windows(part.len()).any(|w| w == part)
+    }
+
+    #[tokio::test]
+    async fn the_table_then_its_changes_are_sent_and_shutdown_sends_a_cease() {
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let r = rig(&[v4, v6]).await;
+        let mut s = establish(&r, 65001, 90).await;
+        assert_eq!(read(&mut s).await.0, wire::KEEPALIVE);
+        s.write_all(&wire::keepalive()).await.unwrap();
+        // The IPv4 table, the IPv6 table, then End-of-RIB for each.
+        let (k, m) = read(&mut s).await;
+        assert!(
+            k == wire::UPDATE && contains(&m, &[32, 198, 51, 100, 7]),
+            "{m:?}"
+        );
+        let (_, m) = read(&mut s).await;
+        assert!(contains(&m, &[0, 2, 1, 16]) && contains(&m, &[128, 0x20, 1, 0xd, 0xb8]));
+        assert_eq!(read(&mut s).await.1, wire::end_of_rib(Family::Ipv4Unicast));
+        assert_eq!(read(&mut s).await.1, wire::end_of_rib(Family::Ipv6Unicast));
+        assert_eq!(r.n.state(), State::Established);
+        assert_eq!(r.n.routes.load(Ordering::Relaxed), 2);
+
+        // An UPDATE from the peer is ignored; a listing that ends is withdrawn.
+        s.write_all(
+            &wire::announce_v4(
+                &["203.0.113.1".parse().unwrap()],
+                &RouteAttrs {
+                    local_as: 65001,
+                    ibgp: false,
+                    four_octet: true,
+                    next_hop_v4: Some(PEER_ID),
+                    next_hop_v6: None,
+                    communities: vec![],
+                },
+            )[0],
+        )
+        .await
+        .unwrap();
+        let v = {
+            let mut t = r.table.lock().unwrap();
+            t.set(v4, None);
+            t.version()
+        };
+        r.version.send(Some(v)).unwrap();
+        let (k, m) = read(&mut s).await;
+        assert_eq!(k, wire::UPDATE);
+        assert_eq!(&m[19..26], &[0, 5, 32, 198, 51, 100, 7]);
+        assert_eq!(r.n.withdrawn.load(Ordering::Relaxed), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.n.updates_ignored.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(r.n.updates_ignored.load(Ordering::Relaxed), 1);
+        assert_eq!(r.n.routes.load(Ordering::Relaxed), 1);
+
+        r.stop.cancel();
+        let (k, m) = read(&mut s).await;
+        assert_eq!((k, m[19], m[20]), (wire::NOTIFICATION, 6, 2));
+        r.task.await.unwrap();
+        assert_eq!(r.n.state(), State::Idle);
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_as_is_refused_with_bad_peer_as() {
+        let r = rig(&[]).await;
+        let mut s = establish(&r, 64999, 90).await;
+        let (k, m) = read(&mut s).await;
+        assert_eq!((k, m[19], m[20]), (wire::NOTIFICATION, 2, 2));
+        r.stop.cancel();
+        r.task.await.unwrap();
+        assert!(r.n.last_error().unwrap().contains("64999"));
+    }
+
+    #[tokio::test]
+    async fn keepalives_go_out_and_a_silent_peer_hits_the_hold_timer() {
+        let r = rig(&[]).await;
+        let mut s = establish(&r, 65001, 3).await;
+        assert_eq!(read(&mut s).await.0, wire::KEEPALIVE);
+        s.write_all(&wire::keepalive()).await.unwrap();
+        let started = Instant::now();
+        let mut keepalives = 0;
+        loop {
+            let (k, m) = read(&mut s).await;
+            match k {
+                wire::KEEPALIVE => keepalives += 1,
+                wire::UPDATE => {}
+                wire::NOTIFICATION => {
+                    assert_eq!(m[19], error::HOLD_TIMER_EXPIRED);
+                    break;
+                }
+                other => panic!("type {other}"),
+            }
+        }
+        assert!(
+            keepalives >= 2,
+            "{keepalives} keepalives in a 3 s hold time"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        r.stop.cancel();
+        r.task.await.unwrap();
+        assert_eq!(r.n.flaps.load(Ordering::Relaxed), 1);
+    }
+}
