@@ -10,6 +10,14 @@ N=${1:-100000}
 RUNS=${2:-3}
 
 WORK=$(mktemp -d)
+NODE_PID=
+GOBGP_PID=
+cleanup() {
+  if [ -n "$NODE_PID" ]; then kill "$NODE_PID" 2>/dev/null || true; fi
+  if [ -n "$GOBGP_PID" ]; then kill "$GOBGP_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 if [ -z "${SENTRYPEER_BIN:-}" ]; then
   cargo build --release --bins -q
   SENTRYPEER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sentrypeer"
@@ -18,9 +26,6 @@ fi
 cp "$SENTRYPEER_BIN" "$WORK/sentrypeer"
 BIN=$WORK/sentrypeer
 "$BIN" --help | grep -q -- --bgp-neighbor || { echo "the built binary has no BGP feed"; exit 1; }
-NODE_PID=
-GOBGP_PID=
-trap '[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null; [ -n "$GOBGP_PID" ] && kill "$GOBGP_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 DB=$WORK/sentrypeer.db
 free_port() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"; }
 now() { date +%s.%N; }
