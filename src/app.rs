@@ -152,6 +152,7 @@ impl RunningApp {
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
         let mut cx = output::BuildContext {
             node_id,
             db_file: &config.db_file,
@@ -159,6 +160,9 @@ impl RunningApp {
             writer: Some(writer),
             webhook_stats: None,
             on_hangup: Vec::new(),
+            rules: rules.clone(),
+            bgp_stats: None,
+            shutdown: cancel.clone(),
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -181,6 +185,7 @@ impl RunningApp {
         let output::BuildContext {
             webhook_stats,
             mut on_hangup,
+            bgp_stats,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -200,7 +205,6 @@ impl RunningApp {
         let stats = Arc::new(stats);
 
         // Intake.
-        let cancel = CancellationToken::new();
         let intake = TaskTracker::new();
         #[cfg(feature = "p2p")]
         let p2p = match peers_intake {
@@ -325,6 +329,7 @@ impl RunningApp {
                 rules: rules.clone(),
                 apiban_keys: Arc::new(config.apiban_keys.clone()),
                 agent: config.agent.as_ref().map(|_| agent_stats.clone()),
+                bgp: bgp_stats.clone(),
                 list_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,

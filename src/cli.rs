@@ -157,6 +157,76 @@ pub struct Cli {
     )]
     pub agent_divert: Option<String>,
 
+    /// BGP neighbour to announce bad actors to, ADDR[:PORT] (repeatable; port 179 by default):
+    /// connected to, and accepted from with --bgp-listen
+    #[arg(
+        long = "bgp-neighbor",
+        env = "SENTRYPEER_BGP_NEIGHBOR",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub bgp_neighbor: Vec<String>,
+
+    /// Accept BGP neighbours' connections here, ADDR[:PORT] [default: connect out only]
+    #[arg(
+        long = "bgp-listen",
+        env = "SENTRYPEER_BGP_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub bgp_listen: Option<String>,
+
+    /// Our AS number for BGP (4-octet numbers accepted)
+    #[arg(
+        long = "bgp-local-as",
+        env = "SENTRYPEER_BGP_LOCAL_AS",
+        value_name = "ASN"
+    )]
+    pub bgp_local_as: Option<String>,
+
+    /// The neighbours' AS number (the same as ours for iBGP)
+    #[arg(
+        long = "bgp-peer-as",
+        env = "SENTRYPEER_BGP_PEER_AS",
+        value_name = "ASN"
+    )]
+    pub bgp_peer_as: Option<String>,
+
+    /// BGP identifier, an IPv4 address [default: the IPv4 next hop]
+    #[arg(
+        long = "bgp-router-id",
+        env = "SENTRYPEER_BGP_ROUTER_ID",
+        value_name = "IPV4"
+    )]
+    pub bgp_router_id: Option<String>,
+
+    /// Next hop of the announced routes: your routers' discard address, one IPv4 and/or one
+    /// IPv6 (repeatable); required with --bgp-neighbor
+    #[arg(
+        long = "bgp-next-hop",
+        env = "SENTRYPEER_BGP_NEXT_HOP",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub bgp_next_hop: Vec<String>,
+
+    /// Community on every route, ASN:VALUE or large A:B:C (repeatable) [default: 65535:666
+    /// (BLACKHOLE) and 65535:65281 (NO_EXPORT)]
+    #[arg(
+        long = "bgp-community",
+        env = "SENTRYPEER_BGP_COMMUNITY",
+        value_name = "COMMUNITY",
+        value_delimiter = ','
+    )]
+    pub bgp_community: Vec<String>,
+
+    /// Most routes announced; beyond it the listings ending soonest are held back [default: 100000]
+    #[arg(
+        long = "bgp-max-routes",
+        env = "SENTRYPEER_BGP_MAX_ROUTES",
+        value_name = "N"
+    )]
+    pub bgp_max_routes: Option<String>,
+
     /// A key APIBAN clients must send (repeatable); without one, any key is accepted
     #[arg(
         long = "apiban-key",

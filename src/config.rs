@@ -85,6 +85,14 @@ struct FileConfig {
     dnsbl_listen: Option<OneOrMany>,
     dnsbl_zone: Option<String>,
     dnsbl_ns: Option<String>,
+    bgp_neighbor: Option<OneOrMany>,
+    bgp_listen: Option<String>,
+    bgp_local_as: Option<u32>,
+    bgp_peer_as: Option<u32>,
+    bgp_router_id: Option<String>,
+    bgp_next_hop: Option<OneOrMany>,
+    bgp_community: Option<OneOrMany>,
+    bgp_max_routes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +136,8 @@ pub struct Config {
     pub agent: Option<crate::agent::AgentConfig>,
     /// The DNS blocklist (`--dnsbl-listen`, `--dnsbl-zone`), when it is served.
     pub dnsbl: Option<crate::dnsbl::DnsblConfig>,
+    /// The BGP blackhole feed, when `--bgp-neighbor` is given.
+    pub bgp: Option<crate::bgp::BgpConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -156,6 +166,9 @@ impl Config {
         }
         if self.verbose {
             list.push(Box::new(console::ConsoleConfig));
+        }
+        if let Some(b) = &self.bgp {
+            list.push(Box::new(b.clone()));
         }
         list
     }
@@ -367,6 +380,20 @@ impl Config {
                 allow: pick(cli.agent_allow, file.agent_allow),
                 source_header: cli.agent_source_header.or(file.agent_source_header),
                 divert: cli.agent_divert.or(file.agent_divert),
+            })?,
+            bgp: crate::bgp::BgpConfig::resolve(crate::bgp::RawBgpConfig {
+                neighbors: pick(cli.bgp_neighbor, file.bgp_neighbor),
+                listen: cli.bgp_listen.or(file.bgp_listen),
+                local_as: cli
+                    .bgp_local_as
+                    .or(file.bgp_local_as.map(|n| n.to_string())),
+                peer_as: cli.bgp_peer_as.or(file.bgp_peer_as.map(|n| n.to_string())),
+                router_id: cli.bgp_router_id.or(file.bgp_router_id),
+                next_hops: pick(cli.bgp_next_hop, file.bgp_next_hop),
+                communities: pick(cli.bgp_community, file.bgp_community),
+                max_routes: cli
+                    .bgp_max_routes
+                    .or(file.bgp_max_routes.map(|n| n.to_string())),
             })?,
             apiban_keys: if cli.apiban_key.is_empty() {
                 file.apiban_key.unwrap_or_default()
@@ -760,6 +787,30 @@ mod tests {
         assert!(resolve(&[], &env(&[])).unwrap().dnsbl.is_none());
         let e = resolve(&["--dnsbl-listen", "127.0.0.1:53"], &env(&[])).unwrap_err();
         assert_eq!(e.option, "--dnsbl-zone");
+    }
+
+    #[test]
+    fn the_bgp_feed_is_configured_from_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "bgp_neighbor = [\"192.0.2.10\", \"192.0.2.11:1179\"]\nbgp_local_as = 65000\n\
+             bgp_peer_as = 65001\nbgp_next_hop = [\"192.0.2.1\", \"100::1\"]\n\
+             bgp_community = \"65000:666:1\"\nbgp_max_routes = 50\nbgp_listen = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let b = resolve(&["-g", p], &env(&[])).unwrap().bgp.unwrap();
+        assert_eq!(b.neighbors.len(), 2);
+        assert_eq!((b.local_as, b.peer_as, b.max_routes), (65000, 65001, 50));
+        assert!(b.next_hop_v6.is_some() && b.listen.is_some());
+        let b = resolve(&["-g", p, "--bgp-max-routes", "7"], &env(&[]))
+            .unwrap()
+            .bgp
+            .unwrap();
+        assert_eq!(b.max_routes, 7);
+        assert!(resolve(&[], &env(&[])).unwrap().bgp.is_none());
     }
 
     #[test]

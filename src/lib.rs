@@ -4,16 +4,18 @@
 //! using the pure `sip` parser) → `pipeline` (one bounded queue per output, never waits) →
 //! `output::*` (database, JSON log, syslog, console, WebHook). `store` owns the database and
 //! the API's queries; `api` serves them. `actors` decides who is a bad actor now (one rule,
-//! read by lookups, exports, the fraud-check `agent`, the `dnsbl` zone and every enforcing output). `config`
-//! gathers `cli`, the environment and the file once, and each component resolves its own
-//! settings (`settings` holds their shared vocabulary); `app` wires it all and shuts it down in
-//! order. `admin` runs the one-shot commands (`sentrypeer webhook|export|man|completions`).
+//! read by lookups, exports, the fraud-check `agent`, the `dnsbl` zone, the `bgp` blackhole
+//! feed and every enforcing output). `config` gathers `cli`, the environment and the file once,
+//! and each component resolves its own settings (`settings` holds their shared vocabulary);
+//! `app` wires it all and shuts it down in order. `admin` runs the one-shot commands
+//! (`sentrypeer webhook|export|man|completions`).
 
 pub mod actors;
 pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod bgp;
 pub mod capture;
 pub mod cli;
 pub mod config;

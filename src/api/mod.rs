@@ -51,6 +51,8 @@ pub struct ApiState {
     pub apiban_keys: Arc<Vec<crate::settings::Secret>>,
     /// The fraud-check agent's counters, when it runs.
     pub agent: Option<Arc<crate::agent::AgentStats>>,
+    /// The BGP feed's sessions and routes, when it runs.
+    pub bgp: Option<Arc<crate::bgp::BgpStats>>,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -110,6 +112,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health-check", only_get(get(health_check)))
         .route("/metrics", only_get(get(metrics)))
         .route("/peers", only_get(get(peers)))
+        .route("/bgp", only_get(get(bgp)))
         .route("/ip-addresses", only_get(get(ip_addresses)))
         .route("/ip-addresses/{ip}", only_get(get(ip_address)))
         .route("/ip-address/{ip}", only_get(get(ip_address)))
@@ -244,6 +247,23 @@ async fn health_check(State(s): State<ApiState>) -> Response {
             .collect();
         body["agent"] = v.into();
     }
+    if let Some(b) = &s.bgp {
+        body["bgp"] = b.json();
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// `GET /bgp`: the blackhole feed's sessions (state, routes, announcements, withdrawals,
+/// flaps) and routes. Without `--bgp-neighbor`: `bgp: false`.
+async fn bgp(State(s): State<ApiState>) -> Response {
+    let body = match &s.bgp {
+        Some(b) => {
+            let mut v = b.json();
+            v["bgp"] = true.into();
+            v
+        }
+        None => json!({"bgp": false, "neighbors": []}),
+    };
     json_response(StatusCode::OK, &body)
 }
 
@@ -351,6 +371,9 @@ async fn metrics(State(s): State<ApiState>) -> Response {
                 "# TYPE sentrypeer_{name}_total counter\nsentrypeer_{name}_total {value}"
             );
         }
+    }
+    if let Some(b) = &s.bgp {
+        b.write_metrics(&mut out);
     }
     let _ = writeln!(
         out,

@@ -75,6 +75,14 @@ pub struct BuildContext<'a> {
     pub webhook_stats: Option<Arc<WebhookStats>>,
     /// What to do on SIGHUP (reopen a log file, reread a list), collected from the outputs.
     pub on_hangup: Vec<Box<dyn Fn() + Send + Sync>>,
+    /// Who is listed: the rule consumers of the bad-actor set read by.
+    pub rules: Arc<crate::actors::Rules>,
+    /// The BGP feed's numbers, for the API, when the feed is configured.
+    pub bgp_stats: Option<Arc<crate::bgp::BgpStats>>,
+    /// Cancelled when the node starts to shut down. An output's queue closes only later, and
+    /// at once on a node without intake (`-R`): an output that serves others for as long as
+    /// the node runs (the BGP feed's sessions) ends on this instead.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Why an output could not be built.

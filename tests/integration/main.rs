@@ -7,6 +7,7 @@ mod harness;
 mod agent;
 mod api;
 mod apiban;
+mod bgp;
 mod blocklist;
 mod capture;
 mod cli;
