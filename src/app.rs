@@ -143,6 +143,8 @@ impl RunningApp {
             writer: Some(writer),
             webhook_stats: None,
             on_hangup: Vec::new(),
+            rules: rules.clone(),
+            kernel_sets: Vec::new(),
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -165,6 +167,7 @@ impl RunningApp {
         let output::BuildContext {
             webhook_stats,
             mut on_hangup,
+            kernel_sets,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -265,6 +268,7 @@ impl RunningApp {
                 node_id,
                 started,
                 webhook: webhook_stats,
+                kernel_sets: Arc::new(kernel_sets),
                 p2p: p2p.clone(),
                 rules: rules.clone(),
                 apiban_keys: Arc::new(config.apiban_keys.clone()),

@@ -78,6 +78,9 @@ struct FileConfig {
     allow_file: Option<PathBuf>,
     retention: Option<String>,
     apiban_key: Option<Vec<Secret>>,
+    nftables: Option<bool>,
+    nftables_set_only: Option<bool>,
+    ipset: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,10 @@ pub struct Config {
     pub actors: crate::actors::config::ActorConfig,
     /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
     pub apiban_keys: Vec<Secret>,
+    /// `--nftables` / `--nftables-set-only`: bad actors in an nftables table.
+    pub nftables: Option<crate::output::kernel_sets::nftables::NftablesConfig>,
+    /// `--ipset NAME`: bad actors in ipset sets.
+    pub ipset: Option<crate::output::kernel_sets::ipset::IpsetConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -145,6 +152,12 @@ impl Config {
         }
         if self.verbose {
             list.push(Box::new(console::ConsoleConfig));
+        }
+        if let Some(n) = self.nftables {
+            list.push(Box::new(n));
+        }
+        if let Some(i) = &self.ipset {
+            list.push(Box::new(i.clone()));
         }
         list
     }
@@ -306,6 +319,22 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/dev/log"))
         });
 
+        let nftables_set_only = on(
+            cli.nftables_set_only,
+            "SENTRYPEER_NFTABLES_SET_ONLY",
+            file.nftables_set_only,
+        );
+        let nftables = (nftables_set_only
+            || on(cli.nftables, "SENTRYPEER_NFTABLES", file.nftables))
+        .then_some(crate::output::kernel_sets::nftables::NftablesConfig {
+            chain: !nftables_set_only,
+        });
+        let ipset = cli
+            .ipset
+            .or(file.ipset)
+            .map(|n| crate::output::kernel_sets::ipset::IpsetConfig::new(&n))
+            .transpose()?;
+
         Ok(Config {
             db_file: cli
                 .db_file
@@ -347,6 +376,8 @@ impl Config {
             } else {
                 cli.apiban_key.into_iter().map(Secret::new).collect()
             },
+            nftables,
+            ipset,
             warnings,
             created_config_file,
         })

@@ -17,6 +17,7 @@
 
 pub mod console;
 pub mod json_log;
+pub mod kernel_sets;
 pub mod sqlite;
 pub mod syslog;
 pub mod webhook;
@@ -75,6 +76,10 @@ pub struct BuildContext<'a> {
     pub webhook_stats: Option<Arc<WebhookStats>>,
     /// What to do on SIGHUP (reopen a log file, reread a list), collected from the outputs.
     pub on_hangup: Vec<Box<dyn Fn() + Send + Sync>>,
+    /// The listing rule in force (TTL, allowlist, own addresses), for outputs that enforce it.
+    pub rules: Arc<crate::actors::Rules>,
+    /// The kernel sets' numbers, for the API, from the kernel-set outputs configured.
+    pub kernel_sets: Vec<Arc<crate::metrics::KernelSetStats>>,
 }
 
 /// Why an output could not be built.
