@@ -10,6 +10,7 @@ mod capture;
 mod cli;
 mod durability;
 mod hostile;
+mod kernel_sets;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
