@@ -745,6 +745,22 @@ mod tests {
     }
 
     #[test]
+    fn kernel_set_options_add_their_outputs() {
+        use crate::output::kernel_sets::nftables::NftablesConfig;
+        let names = |c: &Config| c.outputs().iter().map(|o| o.name()).collect::<Vec<_>>();
+        let c = resolve(&[], &env(&[])).unwrap();
+        assert!(c.nftables.is_none() && c.ipset.is_none());
+        let c = resolve(&["--nftables", "--ipset", "blocked"], &env(&[])).unwrap();
+        assert_eq!(c.nftables, Some(NftablesConfig { chain: true }));
+        assert_eq!(c.ipset.as_ref().unwrap().name, "blocked");
+        assert_eq!(names(&c), ["sqlite", "nftables", "ipset"]);
+        let c = resolve(&[], &env(&[("SENTRYPEER_NFTABLES_SET_ONLY", "")])).unwrap();
+        assert_eq!(c.nftables, Some(NftablesConfig { chain: false }));
+        let e = resolve(&["--ipset", "no spaces"], &env(&[])).unwrap_err();
+        assert_eq!(e.option, "--ipset");
+    }
+
+    #[test]
     fn sip_disable_means_no_sip_listeners() {
         let c = resolve(&["-R", "-a"], &env(&[])).unwrap();
         assert!(c.udp.is_empty() && c.tcp.is_empty() && c.tls.is_empty());
