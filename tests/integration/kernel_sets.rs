@@ -373,7 +373,7 @@ fn nftables_drops_a_probing_address_within_a_second_until_its_listing_ends() {
 #[test]
 fn nftables_set_only_fills_the_sets_reconciles_on_sighup_and_flush_removes_the_table() {
     let Some(lab) = lab(&["nft"]) else { return };
-    let mut node = lab.start("1h", &["--nftables-set-only"]);
+    let mut node = lab.start("7d", &["--nftables-set-only"]);
     let table = lab
         .node
         .must("nft", &["list", "table", "inet", "sentrypeer"]);

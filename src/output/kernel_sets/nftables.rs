@@ -186,7 +186,7 @@ fn add_statements(s: &mut String, elements: impl Iterator<Item = (IpAddr, Option
         let element = match timeout {
             None => format!("{ip} timeout 1s"),
             Some(None) => ip.to_string(),
-            Some(Some(ms)) => format!("{ip} timeout {}ms", ms.clamp(1, MAX_TIMEOUT_MS)),
+            Some(Some(ms)) => format!("{ip} timeout {}", duration(ms.clamp(1, MAX_TIMEOUT_MS))),
         };
         if ip.is_ipv4() {
             v4.push(element);
@@ -203,6 +203,28 @@ fn add_statements(s: &mut String, elements: impl Iterator<Item = (IpAddr, Option
             );
         }
     }
+}
+
+/// A time in nft's units (`7d2h3m4s5ms`): nft refuses a large count of one unit (a week in
+/// milliseconds is "value too large").
+fn duration(ms: u64) -> String {
+    let mut out = String::new();
+    let mut left = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if left >= size {
+            let _ = write!(out, "{}{unit}", left / size);
+            left %= size;
+        }
+    }
+    if left > 0 || out.is_empty() {
+        let _ = write!(out, "{left}ms");
+    }
+    out
 }
 
 /// `sentrypeer nftables flush`: deletes the table, its sets and chain (and nothing if it is
@@ -254,7 +276,7 @@ mod tests {
         );
         let flush = s.find("flush set inet sentrypeer bad_actors_v4").unwrap();
         let add = s
-            .find("add element inet sentrypeer bad_actors_v4 { 192.0.2.1 timeout 1500ms, 192.0.2.2 timeout 1ms }")
+            .find("add element inet sentrypeer bad_actors_v4 { 192.0.2.1 timeout 1s500ms, 192.0.2.2 timeout 1ms }")
             .unwrap();
         assert!(flush < add, "{s}");
         assert!(
@@ -272,6 +294,15 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_are_written_in_nfts_units() {
+        assert_eq!(duration(604_701_051), "6d23h58m21s51ms");
+        assert_eq!(duration(3_600_000), "1h");
+        assert_eq!(duration(61_001), "1m1s1ms");
+        assert_eq!(duration(999), "999ms");
+        assert_eq!(duration(0), "0ms");
+    }
+
+    #[test]
     fn a_batch_replaces_and_removes_with_certain_deletes() {
         let s = apply(&Changes {
             add: vec![e("192.0.2.1", Some(5000))],
@@ -286,7 +317,7 @@ mod tests {
                 "add element inet sentrypeer bad_actors_v6 { 2001:db8::9 timeout 1s }",
                 "delete element inet sentrypeer bad_actors_v4 { 192.0.2.2 }",
                 "delete element inet sentrypeer bad_actors_v6 { 2001:db8::9 }",
-                "add element inet sentrypeer bad_actors_v4 { 192.0.2.1 timeout 5000ms, 192.0.2.2 timeout 9000ms }",
+                "add element inet sentrypeer bad_actors_v4 { 192.0.2.1 timeout 5s, 192.0.2.2 timeout 9s }",
             ]
         );
         assert_eq!(apply(&Changes::default()), "");
