@@ -70,8 +70,10 @@ impl OutputConfig for IpsetConfig {
     }
 
     fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {
-        let ipset =
-            Ipset::open(&self.name).map_err(|e| super::probe_error("--ipset", &self.name, &e))?;
+        let tool =
+            Tool::locate("ipset", "ipset").map_err(|e| super::missing("--ipset", &self.name, e))?;
+        let ipset = Ipset::open(tool, &self.name)
+            .map_err(|e| super::probe_error("--ipset", &self.name, &e))?;
         let stats = std::sync::Arc::new(crate::metrics::KernelSetStats::new("ipset"));
         Ok(Box::new(OnThread(KernelSet::new(ipset, cx, stats))))
     }
@@ -85,9 +87,8 @@ pub(crate) struct Ipset {
 }
 
 impl Ipset {
-    /// Finds ipset, checks that it may change sets, and creates NAME and NAME6.
-    pub(crate) fn open(name: &str) -> Result<Ipset, String> {
-        let tool = Tool::locate("ipset", "ipset")?;
+    /// Checks that ipset may change sets, and creates NAME and NAME6.
+    pub(crate) fn open(tool: Tool, name: &str) -> Result<Ipset, String> {
         tool.run(&["list", "-n"], b"")?;
         let ipset = Ipset {
             tool,

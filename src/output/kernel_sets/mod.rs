@@ -470,6 +470,11 @@ impl<B: Backend> Drop for KernelSet<B> {
     }
 }
 
+/// The startup error for a missing tool.
+pub(crate) fn missing(option: &str, value: &str, why: String) -> BuildError {
+    BuildError::Config(ConfigError::new(option, value, why))
+}
+
 /// Turns a probe's failure into the startup error for `option`: the tool's words, and what
 /// the node needs.
 pub(crate) fn probe_error(option: &str, value: &str, tool_error: &str) -> BuildError {

@@ -61,7 +61,8 @@ impl OutputConfig for NftablesConfig {
 
     fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Output>, BuildError> {
         let option = self.option();
-        let nft = Nft::open(self.chain).map_err(|e| super::probe_error(option, "on", &e))?;
+        let tool = Tool::locate("nft", "nftables").map_err(|e| super::missing(option, "on", e))?;
+        let nft = Nft::open(tool, self.chain).map_err(|e| super::probe_error(option, "on", &e))?;
         let stats = std::sync::Arc::new(crate::metrics::KernelSetStats::new("nftables"));
         Ok(Box::new(OnThread(KernelSet::new(nft, cx, stats))))
     }
@@ -74,10 +75,9 @@ pub(crate) struct Nft {
 }
 
 impl Nft {
-    /// Finds nft, checks that it may change the ruleset, and creates the table, sets and (or,
+    /// Checks that nft may change the ruleset, and creates the table, sets and (or,
     /// set-only, removes) the chain.
-    pub(crate) fn open(chain: bool) -> Result<Nft, String> {
-        let tool = Tool::locate("nft", "nftables")?;
+    pub(crate) fn open(tool: Tool, chain: bool) -> Result<Nft, String> {
         tool.run(&["list", "tables"], b"")?;
         let nft = Nft { tool, chain };
         nft.run(&setup(chain))?;
