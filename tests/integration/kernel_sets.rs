@@ -20,7 +20,7 @@ const ATTACKER6: &str = "2001:db8::2";
 /// A second address of the attacker's namespace, allowlisted by the tests.
 const FRIEND: &str = "198.51.100.3";
 /// The listing TTL the tests run with: short, so a block lifts within the test.
-const TTL_SECS: u64 = 3;
+const TTL_SECS: u64 = 4;
 /// How long a blocked TCP connection attempt is given.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(700);
 
