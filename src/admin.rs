@@ -1,6 +1,7 @@
 //! One-shot commands on the database (`sentrypeer webhook status | dead-letters | replay`):
 //! they print and exit. They work while a node runs on the same database: WAL lets them read
-//! beside it, and each change is one short transaction. Depends on `store` and `cli` only.
+//! beside it, and each change is one short transaction. Depends on `store` and `cli`, and on
+//! the nftables output for `sentrypeer nftables flush`, which removes its table.
 
 use std::io::Write;
 use std::path::Path;
