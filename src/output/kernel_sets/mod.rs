@@ -132,6 +132,8 @@ pub(crate) struct KernelSet<B: Backend> {
     next_feed: Instant,
     next_full: Instant,
     retry: Duration,
+    /// A batch or a load failed: changes wait for the whole rewrite that retries.
+    failing: bool,
     /// Set on SIGHUP: rewrite the sets whole.
     hangup: Arc<AtomicBool>,
     allow_generation: u64,
@@ -158,6 +160,7 @@ impl<B: Backend> KernelSet<B> {
             next_feed: now + FEED_EVERY,
             next_full: now,
             retry: FIRST_RETRY,
+            failing: false,
             hangup,
             allow_generation: cx.rules.allow_generation(),
         }
@@ -275,6 +278,7 @@ impl<B: Backend> KernelSet<B> {
     /// deleted under us), waiting longer after each failure.
     fn failed(&mut self) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.failing = true;
         self.next_full = Instant::now() + self.retry;
         self.retry = (self.retry * 2).min(FULL_EVERY);
     }
@@ -371,6 +375,7 @@ impl<B: Backend> KernelSet<B> {
         self.oldest_capture_ms = None;
         self.cursor = Some(cursor);
         self.retry = FIRST_RETRY;
+        self.failing = false;
         let took = started.elapsed();
         self.next_full = Instant::now() + FULL_EVERY.max(took * FULL_DUTY);
         let s = &self.stats;
@@ -407,7 +412,9 @@ impl<B: Backend> KernelSet<B> {
             self.next_feed = now + FEED_EVERY;
             self.follow_feed()?;
         }
-        if flush_now || self.last_flush.elapsed() >= FLUSH_EVERY {
+        // While failing, what changes is kept in `known` for the retry's whole rewrite: a
+        // broken tool costs one run per retry, not one per batch.
+        if !self.failing && (flush_now || self.last_flush.elapsed() >= FLUSH_EVERY) {
             self.flush()?;
         }
         Ok(())

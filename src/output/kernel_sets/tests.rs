@@ -281,6 +281,11 @@ fn a_failed_batch_is_counted_and_the_sets_are_rewritten_whole() {
     s.set.tick();
     assert_eq!(s.set.stats.failures.load(Ordering::Relaxed), 1);
     s.backend.take();
+    // While failing, new addresses wait for the retry instead of failing batch after batch.
+    s.set.write(&[event("192.0.2.61", Origin::Local)]).unwrap();
+    s.set.tick();
+    assert!(s.backend.take().is_empty());
+    assert_eq!(s.set.stats.failures.load(Ordering::Relaxed), 1);
     s.backend.fail.store(false, Ordering::Relaxed);
     // Not at once, then when the retry is due.
     s.set.tick();
@@ -289,7 +294,13 @@ fn a_failed_batch_is_counted_and_the_sets_are_rewritten_whole() {
     s.set.tick();
     let calls = s.backend.take();
     assert!(matches!(calls[..], [Call::Load(_)]), "{calls:?}");
-    assert_eq!(added(&calls[0]), [ip("192.0.2.60")]);
+    assert_eq!(added(&calls[0]), [ip("192.0.2.60"), ip("192.0.2.61")]);
+    // Back to batches.
+    s.set.write(&[event("192.0.2.62", Origin::Local)]).unwrap();
+    s.set.tick();
+    let calls = s.backend.take();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(added(&calls[0]), [ip("192.0.2.62")]);
 }
 
 #[test]
