@@ -424,7 +424,7 @@ fn nftables_set_only_fills_the_sets_reconciles_on_sighup_and_flush_removes_the_t
 
 #[test]
 fn ipset_fills_sets_that_the_operators_iptables_rules_use() {
-    let Some(lab) = lab(&["ipset", "iptables"]) else {
+    let Some(lab) = lab(&["ipset", "iptables", "ip6tables"]) else {
         return;
     };
     let node = lab.start(&format!("{TTL_SECS}s"), &["--ipset", "spt"]);
@@ -470,6 +470,31 @@ fn ipset_fills_sets_that_the_operators_iptables_rules_use() {
             .exec("ipset", &["test", "spt", FRIEND])
             .status
             .success()
+    );
+
+    // IPv6: the NAME6 set, matched by the operator's ip6tables rule.
+    lab.node.must(
+        "ip6tables",
+        &[
+            "-I",
+            "INPUT",
+            "-m",
+            "set",
+            "--match-set",
+            "spt6",
+            "src",
+            "-j",
+            "DROP",
+        ],
+    );
+    lab.probe(&node, ATTACKER6, 2000);
+    assert!(
+        poll(Duration::from_secs(1), || lab
+            .node
+            .exec("ipset", &["test", "spt6", ATTACKER6])
+            .status
+            .success()),
+        "the IPv6 attacker did not reach the ipset within a second"
     );
 
     let mut n = 3000;
