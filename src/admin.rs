@@ -1,11 +1,12 @@
 //! One-shot commands on the database (`sentrypeer webhook status | dead-letters | replay`):
 //! they print and exit. They work while a node runs on the same database: WAL lets them read
-//! beside it, and each change is one short transaction. Depends on `store` and `cli` only.
+//! beside it, and each change is one short transaction. Depends on `store` and `cli`, and on
+//! the nftables output for `sentrypeer nftables flush`, which removes its table.
 
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{Command, WebhookCommand};
+use crate::cli::{Command, NftablesCommand, WebhookCommand};
 use crate::store::outbox::{self, DeadLetter, Replay};
 
 /// Characters of a response excerpt shown in the dead-letter table (`--json` shows it all).
@@ -24,6 +25,8 @@ pub enum AdminError {
     Output(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Firewall(String),
     #[error("not dead letters (already replayed?): {}", list(.0))]
     NotDeadLetters(Vec<i64>),
 }
@@ -119,14 +122,24 @@ pub fn run(
             out,
         );
     }
+    if let Command::Nftables(NftablesCommand::Flush) = command {
+        crate::output::kernel_sets::nftables::flush_table().map_err(AdminError::Firewall)?;
+        writeln!(
+            out,
+            "Deleted the nftables table inet {} (if it was there).",
+            crate::actors::export::NFT_TABLE
+        )?;
+        return Ok(());
+    }
     let mut conn = outbox::open(db_file).map_err(|source| AdminError::Open {
         path: db_file.display().to_string(),
         source,
     })?;
     match command {
-        Command::Export { .. } | Command::Man | Command::Completions { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Export { .. }
+        | Command::Man
+        | Command::Completions { .. }
+        | Command::Nftables(_) => unreachable!("handled above"),
         Command::Webhook(WebhookCommand::Status) => {
             writeln!(out, "outbox: {}", outbox::depth(&conn)?)?;
             writeln!(out, "dead letters: {}", outbox::dead_letter_count(&conn)?)?;

@@ -163,6 +163,7 @@ impl RunningApp {
             rules: rules.clone(),
             bgp_stats: None,
             shutdown: cancel.clone(),
+            kernel_sets: Vec::new(),
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -186,6 +187,7 @@ impl RunningApp {
             webhook_stats,
             mut on_hangup,
             bgp_stats,
+            kernel_sets,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -325,6 +327,7 @@ impl RunningApp {
                 node_id,
                 started,
                 webhook: webhook_stats,
+                kernel_sets: Arc::new(kernel_sets),
                 p2p: p2p.clone(),
                 rules: rules.clone(),
                 apiban_keys: Arc::new(config.apiban_keys.clone()),

@@ -421,6 +421,20 @@ pub struct Cli {
     )]
     pub syslog_socket: Option<PathBuf>,
 
+    /// Block bad actors in the kernel: nftables table `inet sentrypeer` with timed sets and a
+    /// chain that drops them (needs CAP_NET_ADMIN and nft) (env SENTRYPEER_NFTABLES)
+    #[arg(long = "nftables")]
+    pub nftables: bool,
+
+    /// Fill the nftables sets only, for your own rules; no chain (env SENTRYPEER_NFTABLES_SET_ONLY)
+    #[arg(long = "nftables-set-only")]
+    pub nftables_set_only: bool,
+
+    /// Fill ipset sets NAME and NAME6 with bad actors, for your own iptables rules (needs
+    /// CAP_NET_ADMIN and ipset)
+    #[arg(long = "ipset", env = "SENTRYPEER_IPSET", value_name = "NAME")]
+    pub ipset: Option<String>,
+
     /// Server header in SIP replies [default: a common PBX's]
     #[arg(
         long = "server-header",
@@ -459,6 +473,9 @@ pub enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Manage the kernel sets --nftables keeps
+    #[command(subcommand)]
+    Nftables(NftablesCommand),
     /// Write the listed bad actors to standard output (while the node runs or not)
     Export {
         /// plain, csv, json, ipset, nft, stix or misp (numbers: plain, csv, json, misp)
@@ -477,6 +494,13 @@ pub enum Command {
         #[arg(long, value_name = "NAME", default_value = "sentrypeer")]
         set: String,
     },
+}
+
+/// `sentrypeer nftables …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum NftablesCommand {
+    /// Delete the table `inet sentrypeer` (its sets and chain) that --nftables keeps
+    Flush,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]

@@ -93,6 +93,9 @@ struct FileConfig {
     bgp_next_hop: Option<OneOrMany>,
     bgp_community: Option<OneOrMany>,
     bgp_max_routes: Option<u64>,
+    nftables: Option<bool>,
+    nftables_set_only: Option<bool>,
+    ipset: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +141,10 @@ pub struct Config {
     pub dnsbl: Option<crate::dnsbl::DnsblConfig>,
     /// The BGP blackhole feed, when `--bgp-neighbor` is given.
     pub bgp: Option<crate::bgp::BgpConfig>,
+    /// `--nftables` / `--nftables-set-only`: bad actors in an nftables table.
+    pub nftables: Option<crate::output::kernel_sets::nftables::NftablesConfig>,
+    /// `--ipset NAME`: bad actors in ipset sets.
+    pub ipset: Option<crate::output::kernel_sets::ipset::IpsetConfig>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -169,6 +176,12 @@ impl Config {
         }
         if let Some(b) = &self.bgp {
             list.push(Box::new(b.clone()));
+        }
+        if let Some(n) = self.nftables {
+            list.push(Box::new(n));
+        }
+        if let Some(i) = &self.ipset {
+            list.push(Box::new(i.clone()));
         }
         list
     }
@@ -339,6 +352,22 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/dev/log"))
         });
 
+        let nftables_set_only = on(
+            cli.nftables_set_only,
+            "SENTRYPEER_NFTABLES_SET_ONLY",
+            file.nftables_set_only,
+        );
+        let nftables = (nftables_set_only
+            || on(cli.nftables, "SENTRYPEER_NFTABLES", file.nftables))
+        .then_some(crate::output::kernel_sets::nftables::NftablesConfig {
+            chain: !nftables_set_only,
+        });
+        let ipset = cli
+            .ipset
+            .or(file.ipset)
+            .map(|n| crate::output::kernel_sets::ipset::IpsetConfig::new(&n))
+            .transpose()?;
+
         Ok(Config {
             db_file: cli
                 .db_file
@@ -401,6 +430,8 @@ impl Config {
                 cli.apiban_key.into_iter().map(Secret::new).collect()
             },
             dnsbl,
+            nftables,
+            ipset,
             warnings,
             created_config_file,
         })
@@ -811,6 +842,22 @@ mod tests {
             .unwrap();
         assert_eq!(b.max_routes, 7);
         assert!(resolve(&[], &env(&[])).unwrap().bgp.is_none());
+    }
+
+    #[test]
+    fn kernel_set_options_add_their_outputs() {
+        use crate::output::kernel_sets::nftables::NftablesConfig;
+        let names = |c: &Config| c.outputs().iter().map(|o| o.name()).collect::<Vec<_>>();
+        let c = resolve(&[], &env(&[])).unwrap();
+        assert!(c.nftables.is_none() && c.ipset.is_none());
+        let c = resolve(&["--nftables", "--ipset", "blocked"], &env(&[])).unwrap();
+        assert_eq!(c.nftables, Some(NftablesConfig { chain: true }));
+        assert_eq!(c.ipset.as_ref().unwrap().name, "blocked");
+        assert_eq!(names(&c), ["sqlite", "nftables", "ipset"]);
+        let c = resolve(&[], &env(&[("SENTRYPEER_NFTABLES_SET_ONLY", "")])).unwrap();
+        assert_eq!(c.nftables, Some(NftablesConfig { chain: false }));
+        let e = resolve(&["--ipset", "no spaces"], &env(&[])).unwrap_err();
+        assert_eq!(e.option, "--ipset");
     }
 
     #[test]

@@ -165,3 +165,70 @@ impl WebhookStats {
         ]
     }
 }
+
+/// What a kernel-set output (`--nftables`, `--ipset`) reports: what it put in the kernel and
+/// took out, how its batches went, and when the sets were last reconciled with the store.
+#[derive(Debug)]
+pub struct KernelSetStats {
+    /// The output's name: `nftables` or `ipset`.
+    pub name: &'static str,
+    /// Elements added (or given a new timeout) in the kernel.
+    pub added: AtomicU64,
+    /// Elements deleted from the kernel before their timeout.
+    pub removed: AtomicU64,
+    /// Batches applied (one `nft -f` transaction or `ipset restore` run each).
+    pub batches: AtomicU64,
+    /// Batches the tool refused; the next reconcile rewrites the sets whole.
+    pub failures: AtomicU64,
+    /// Elements the sets hold by the node's account (the kernel also expires them on its own).
+    pub elements: AtomicU64,
+    /// Full reconciles with the store, done.
+    pub reconciles: AtomicU64,
+    /// When the last full reconcile finished (ms since the epoch; 0: none yet).
+    pub last_reconcile_ms: AtomicU64,
+    /// How long it took, reading the store and loading the kernel (ms).
+    pub last_reconcile_duration_ms: AtomicU64,
+    /// The longest time from a probe's capture to its address being in the kernel (ms).
+    pub max_delay_ms: AtomicU64,
+    /// The last batch's time from the oldest capture it held to the kernel (ms).
+    pub last_delay_ms: AtomicU64,
+}
+
+impl KernelSetStats {
+    pub fn new(name: &'static str) -> Self {
+        let zero = || AtomicU64::new(0);
+        Self {
+            name,
+            added: zero(),
+            removed: zero(),
+            batches: zero(),
+            failures: zero(),
+            elements: zero(),
+            reconciles: zero(),
+            last_reconcile_ms: zero(),
+            last_reconcile_duration_ms: zero(),
+            max_delay_ms: zero(),
+            last_delay_ms: zero(),
+        }
+    }
+
+    /// Every number with its name, for the API and Prometheus.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("added", get(&self.added)),
+            ("removed", get(&self.removed)),
+            ("batches", get(&self.batches)),
+            ("failures", get(&self.failures)),
+            ("elements", get(&self.elements)),
+            ("reconciles", get(&self.reconciles)),
+            ("last_reconcile_ms", get(&self.last_reconcile_ms)),
+            (
+                "last_reconcile_duration_ms",
+                get(&self.last_reconcile_duration_ms),
+            ),
+            ("max_delay_ms", get(&self.max_delay_ms)),
+            ("last_delay_ms", get(&self.last_delay_ms)),
+        ]
+    }
+}

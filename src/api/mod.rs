@@ -17,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::event::APP_VERSION;
-use crate::metrics::{Counters, WebhookStats};
+use crate::metrics::{Counters, KernelSetStats, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListCursor, ListKind, ReadPool};
 
@@ -41,6 +41,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The WebHook's numbers, when it is enabled.
     pub webhook: Option<Arc<WebhookStats>>,
+    /// The kernel sets' numbers (`--nftables`, `--ipset`), one per configured output.
+    pub kernel_sets: Arc<Vec<Arc<KernelSetStats>>>,
     /// The peer network, when `-p` is on.
     pub p2p: Option<Arc<crate::p2p::P2pHandle>>,
     /// Slots for full-list streams ([`MAX_LIST_STREAMS`], [`MAX_LIST_STREAMS_PER_SOURCE`]).
@@ -250,6 +252,21 @@ async fn health_check(State(s): State<ApiState>) -> Response {
     if let Some(b) = &s.bgp {
         body["bgp"] = b.json();
     }
+    if !s.kernel_sets.is_empty() {
+        let sets: serde_json::Map<String, serde_json::Value> = s
+            .kernel_sets
+            .iter()
+            .map(|k| {
+                let v: serde_json::Map<String, serde_json::Value> = k
+                    .snapshot()
+                    .into_iter()
+                    .map(|(name, n)| (name.to_string(), n.into()))
+                    .collect();
+                (k.name.to_string(), v.into())
+            })
+            .collect();
+        body["kernel_sets"] = sets.into();
+    }
     json_response(StatusCode::OK, &body)
 }
 
@@ -324,6 +341,51 @@ fn webhook_metrics(out: &mut String, w: &WebhookStats) {
     }
 }
 
+/// The kernel sets' families, one series per output (`set="nftables"`, `set="ipset"`).
+fn kernel_set_metrics(out: &mut String, sets: &[Arc<KernelSetStats>]) {
+    use std::fmt::Write;
+    if sets.is_empty() {
+        return;
+    }
+    let snapshots: Vec<(&str, std::collections::HashMap<&str, u64>)> = sets
+        .iter()
+        .map(|k| (k.name, k.snapshot().into_iter().collect()))
+        .collect();
+    // (family, type, key, whether the value is milliseconds shown as seconds)
+    for (family, kind, key, ms) in [
+        ("elements_added_total", "counter", "added", false),
+        ("elements_removed_total", "counter", "removed", false),
+        ("batches_total", "counter", "batches", false),
+        ("failures_total", "counter", "failures", false),
+        ("elements", "gauge", "elements", false),
+        ("reconciles_total", "counter", "reconciles", false),
+        (
+            "last_reconcile_timestamp_seconds",
+            "gauge",
+            "last_reconcile_ms",
+            true,
+        ),
+        (
+            "last_reconcile_duration_seconds",
+            "gauge",
+            "last_reconcile_duration_ms",
+            true,
+        ),
+        ("max_delay_seconds", "gauge", "max_delay_ms", true),
+    ] {
+        let _ = writeln!(out, "# TYPE sentrypeer_kernel_set_{family} {kind}");
+        for (name, values) in &snapshots {
+            let v = values.get(key).copied().unwrap_or(0);
+            let v = if ms {
+                format!("{}.{:03}", v / 1000, v % 1000)
+            } else {
+                v.to_string()
+            };
+            let _ = writeln!(out, "sentrypeer_kernel_set_{family}{{set=\"{name}\"}} {v}");
+        }
+    }
+}
+
 /// A per-output metric family: name, Prometheus type, and how to read it.
 type Family = (&'static str, &'static str, fn(&OutputStats) -> u64);
 
@@ -375,6 +437,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     if let Some(b) = &s.bgp {
         b.write_metrics(&mut out);
     }
+    kernel_set_metrics(&mut out, &s.kernel_sets);
     let _ = writeln!(
         out,
         "# TYPE sentrypeer_uptime_seconds gauge\nsentrypeer_uptime_seconds {}",

@@ -48,6 +48,10 @@ enum Cmd {
         /// Source addresses used, 127.0.0.2 upwards (loopback targets only).
         #[arg(long, default_value_t = 64)]
         sources: u32,
+        /// The first source address, the others following it: for targets off loopback, from
+        /// addresses this host may send from (an `ip route add local 10.0.0.0/8 dev lo` range).
+        #[arg(long, value_name = "IP")]
+        source_from: Option<IpAddr>,
         /// Distinct called numbers in the mix.
         #[arg(long, default_value_t = 1000)]
         numbers: u64,
@@ -139,6 +143,7 @@ fn main() -> std::process::ExitCode {
             rate,
             count,
             sources,
+            source_from,
             numbers,
             junk: is_junk,
             json,
@@ -157,7 +162,11 @@ fn main() -> std::process::ExitCode {
                     }
                 })
                 .collect();
-            match send(target, transport, rate, count, sources, &pool) {
+            let from = Sources {
+                count: sources,
+                first: source_from,
+            };
+            match send(target, transport, rate, count, from, &pool) {
                 Ok(r) => {
                     if json {
                         println!(
@@ -210,7 +219,22 @@ struct Report {
     secs: f64,
 }
 
-fn source_ip(i: u32, target: SocketAddr) -> IpAddr {
+/// Where probes are sent from.
+struct Sources {
+    count: u32,
+    /// The first address (`--source-from`); `None`: 127.0.0.2 upwards on loopback, else any.
+    first: Option<IpAddr>,
+}
+
+fn source_ip(i: u32, target: SocketAddr, first: Option<IpAddr>) -> IpAddr {
+    if let Some(first) = first {
+        return match first {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(i))),
+            IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(a).wrapping_add(u128::from(i)),
+            )),
+        };
+    }
     if target.ip().is_loopback() && target.is_ipv4() {
         IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + i))
     } else if target.is_ipv4() {
@@ -225,10 +249,10 @@ fn send(
     transport: Proto,
     rate: u64,
     count: u64,
-    sources: u32,
+    from: Sources,
     pool: &[Vec<u8>],
 ) -> std::io::Result<Report> {
-    let sources = sources.clamp(1, 65_000);
+    let sources = from.count.clamp(1, 65_000);
     let mut errors = 0;
     enum Out {
         Udp(UdpSocket),
@@ -236,7 +260,7 @@ fn send(
     }
     let mut outs = Vec::new();
     for i in 0..sources {
-        let local = SocketAddr::new(source_ip(i, target), 0);
+        let local = SocketAddr::new(source_ip(i, target, from.first), 0);
         outs.push(match transport {
             Proto::Udp => {
                 let s = UdpSocket::bind(local)?;

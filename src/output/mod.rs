@@ -17,6 +17,7 @@
 
 pub mod console;
 pub mod json_log;
+pub mod kernel_sets;
 pub mod sqlite;
 pub mod syslog;
 pub mod webhook;
@@ -83,6 +84,8 @@ pub struct BuildContext<'a> {
     /// at once on a node without intake (`-R`): an output that serves others for as long as
     /// the node runs (the BGP feed's sessions) ends on this instead.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The kernel sets' numbers, for the API, from the kernel-set outputs configured.
+    pub kernel_sets: Vec<Arc<crate::metrics::KernelSetStats>>,
 }
 
 /// Why an output could not be built.

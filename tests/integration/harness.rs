@@ -38,6 +38,9 @@ pub struct NodeOptions<'a> {
     pub loopback_defaults: bool,
     /// Use this directory (kept by the caller) instead of a fresh one, e.g. to restart a node.
     pub dir: Option<tempfile::TempDir>,
+    /// A command the binary is run under, such as `ip netns exec NS` (it must exec the binary,
+    /// so that the process started is the node).
+    pub prefix: Vec<String>,
 }
 
 impl Default for NodeOptions<'_> {
@@ -47,6 +50,7 @@ impl Default for NodeOptions<'_> {
             envs: vec![],
             loopback_defaults: true,
             dir: None,
+            prefix: vec![],
         }
     }
 }
@@ -65,7 +69,14 @@ impl Node {
 
     pub fn start_with(opts: NodeOptions<'_>) -> Node {
         let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let mut cmd = Command::new(bin());
+        let mut cmd = match opts.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.current_dir(dir.path())
             .env_remove("SENTRYPEER_LOG")
             .env("XDG_CONFIG_HOME", dir.path())

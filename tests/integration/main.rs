@@ -17,6 +17,7 @@ mod durability;
 mod grafana;
 mod hostile;
 mod kamailio;
+mod kernel_sets;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
