@@ -12,7 +12,11 @@ mod hostile;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
+#[cfg(feature = "p2p")]
+mod p2p_bounds;
 mod shutdown;
+#[cfg(feature = "p2p")]
+mod sybil;
 mod syslog;
 mod tools;
 mod upstream_db;
