@@ -70,6 +70,9 @@ async fn start_node(dir: &std::path::Path, bootstrap: Option<&str>) -> RunningAp
         "/ip4/127.0.0.1/tcp/0",
         "--p2p-no-mdns",
         "--p2p-allow-private",
+        // Every node is on 127.0.0.1 and all of them dial the first.
+        "--p2p-max-per-ip",
+        "1024",
         "-f",
     ]
     .map(String::from)

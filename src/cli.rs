@@ -85,6 +85,14 @@ pub struct Cli {
     )]
     pub p2p_trusted: Vec<String>,
 
+    /// Inbound peer connections from one IPv4 address or IPv6 /64 at most, 1-1024 [default: 8]
+    #[arg(
+        long = "p2p-max-per-ip",
+        env = "SENTRYPEER_P2P_MAX_PER_IP",
+        value_name = "N"
+    )]
+    pub p2p_max_per_ip: Option<String>,
+
     /// Peers whose reports list an address or number: distinct authors needed, 1-16 [default: 2]
     #[arg(
         long = "p2p-corroboration",

@@ -72,6 +72,7 @@ struct FileConfig {
     p2p_allow_private: Option<bool>,
     p2p_grace: Option<u64>,
     p2p_trusted: Option<OneOrMany>,
+    p2p_max_per_ip: Option<u64>,
     p2p_corroboration: Option<u32>,
     actor_ttl: Option<String>,
     allow: Option<OneOrMany>,
@@ -309,6 +310,20 @@ impl Config {
                 .p2p_grace
                 .unwrap_or(crate::p2p::DEFAULT_GRACE.as_secs()),
         };
+        let p2p_max_per_ip = match cli
+            .p2p_max_per_ip
+            .or(file.p2p_max_per_ip.map(|n| n.to_string()))
+        {
+            Some(s) => s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("--p2p-max-per-ip", &s, "expected a number from 1 to 1024")
+                })?,
+            None => crate::p2p::DEFAULT_MAX_PER_IP,
+        };
         let peers = peer_to_peer.then(|| PeerConfig {
             bootstrap,
             listen: p2p_listen,
@@ -320,6 +335,7 @@ impl Config {
             ),
             grace: std::time::Duration::from_secs(p2p_grace),
             trusted: pick(cli.p2p_trusted, file.p2p_trusted),
+            max_per_ip: p2p_max_per_ip,
         });
 
         let actors =
@@ -705,6 +721,18 @@ mod tests {
         let c = resolve(&["-p", "-b", "bootstrap.example.org"], &env(&[])).unwrap();
         assert_eq!(c.peers.unwrap().bootstrap, ["bootstrap.example.org"]);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn inbound_peer_connections_per_address_default_to_eight_and_are_checked() {
+        let c = resolve(&["-p"], &env(&[])).unwrap();
+        assert_eq!(c.peers.unwrap().max_per_ip, 8);
+        let c = resolve(&["-p", "--p2p-max-per-ip", "64"], &env(&[])).unwrap();
+        assert_eq!(c.peers.unwrap().max_per_ip, 64);
+        for bad in ["0", "1025", "many"] {
+            let e = resolve(&["-p", "--p2p-max-per-ip", bad], &env(&[])).unwrap_err();
+            assert!(e.to_string().contains("--p2p-max-per-ip"), "{e}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct ConnLimits {
 
 /// The unit a source is counted in: one IPv4 address, or one IPv6 /64 (what one host or
 /// subscriber is usually given), so a single host cannot take every slot with many addresses.
-fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();

@@ -51,6 +51,19 @@ pub struct Counters {
     pub dnsbl_failed: AtomicU64,
     /// DNSBL: TCP connections refused by the per-source or total limit.
     pub dnsbl_connections_refused: AtomicU64,
+    /// Peer connections refused by a connection limit (in total, per peer, per address, or
+    /// handshakes under way).
+    pub peer_connections_refused: AtomicU64,
+    /// Identities met while the shared grace budget was spent: they start as listeners.
+    pub peer_grace_refused: AtomicU64,
+    /// Peers' catch-up and peer-exchange requests refused: listeners, a spent budget, or too
+    /// many pages being read at once.
+    pub peer_requests_refused: AtomicU64,
+    /// Events sent to peers in catch-up pages.
+    pub peer_catch_up_events_served: AtomicU64,
+    /// Catch-up sessions with a peer not begun or ended early because its budget, or the one
+    /// shared by peers without standing, was spent.
+    pub peer_catch_up_limited: AtomicU64,
 }
 
 impl Counters {
@@ -91,6 +104,17 @@ impl Counters {
                 "dnsbl_connections_refused",
                 get(&self.dnsbl_connections_refused),
             ),
+            (
+                "peer_connections_refused",
+                get(&self.peer_connections_refused),
+            ),
+            ("peer_grace_refused", get(&self.peer_grace_refused)),
+            ("peer_requests_refused", get(&self.peer_requests_refused)),
+            (
+                "peer_catch_up_events_served",
+                get(&self.peer_catch_up_events_served),
+            ),
+            ("peer_catch_up_limited", get(&self.peer_catch_up_limited)),
         ]
     }
 }

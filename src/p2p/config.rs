@@ -8,6 +8,10 @@ use std::time::Duration;
 /// The default grace period of a peer we have just met: time to see its first probe.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(6 * 3600);
 
+/// Inbound peer connections (under way or established) from one IPv4 address or IPv6 /64 by
+/// default: a few nodes behind one NAT are normal; dozens are one host minting identities.
+pub const DEFAULT_MAX_PER_IP: usize = 8;
+
 /// Peer-to-peer settings.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -22,4 +26,6 @@ pub struct PeerConfig {
     pub grace: Duration,
     /// Peer ids always served, contributing or not.
     pub trusted: Vec<String>,
+    /// Inbound connections from one address (IPv4) or /64 (IPv6) at most.
+    pub max_per_ip: usize,
 }

@@ -131,8 +131,12 @@ impl Discovery {
         self.meta.get(peer)
     }
 
+    /// What a connected peer says of itself (a late report about a peer gone is dropped, so
+    /// that `meta` holds connected peers only).
     pub(super) fn identified(&mut self, peer: PeerId, info: identify::Info) {
-        let meta = self.meta.entry(peer).or_default();
+        let Some(meta) = self.meta.get_mut(&peer) else {
+            return;
+        };
         meta.listen = info
             .listen_addrs
             .into_iter()

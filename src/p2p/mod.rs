@@ -33,8 +33,10 @@
 //! - `swarm`: transports, protocols and scoring, listen addresses;
 //! - `gossip`: publishing our events, judging peers' real-time events;
 //! - `arrivals`: validation, de-duplication and the pipeline, for gossip and catch-up alike;
-//! - `sessions`: catch-up sessions, asked and served;
-//! - `discovery`: bootstrap peers, mDNS, peer exchange, what we know of each peer.
+//! - `sessions`: catch-up sessions, asked and served, within per-peer budgets;
+//! - `discovery`: bootstrap peers, mDNS, peer exchange, what we know of each peer;
+//! - `limits`: connection limits (in total, per peer, per address, handshakes under way);
+//! - `standing_db`: the standing ledger kept in the database across restarts.
 //!
 //! Nothing here depends on `app`, capture or the other outputs; it talks to the rest of the
 //! node through the output boundary, the pipeline, the read pool and the counters.
@@ -59,13 +61,17 @@ mod halves;
 #[cfg(feature = "p2p")]
 mod identity;
 #[cfg(feature = "p2p")]
+mod limits;
+#[cfg(feature = "p2p")]
 mod node;
 #[cfg(feature = "p2p")]
 mod sessions;
 #[cfg(feature = "p2p")]
+mod standing_db;
+#[cfg(feature = "p2p")]
 mod swarm;
 
-pub use config::{DEFAULT_GRACE, PeerConfig};
+pub use config::{DEFAULT_GRACE, DEFAULT_MAX_PER_IP, PeerConfig};
 #[cfg(feature = "p2p")]
 pub use halves::{IntakeContext, PeersIntake, PeersOutputConfig, halves};
 

@@ -33,8 +33,10 @@ use super::config::PeerConfig;
 use super::discovery::{Discovery, Resolved};
 use super::gossip::Gossip;
 use super::halves::LocalBatch;
+use super::limits::Limits;
 use super::sessions::{self, CatchUp, Served};
-use super::standing::Ledger;
+use super::standing::{Admission, Ledger};
+use super::standing_db::StandingDb;
 use super::swarm::{self, Behaviour, BehaviourEvent};
 use super::validate::{OwnAddresses, Policy, Signer};
 use super::{P2pHandle, PeerInfo, PeersSnapshot, StartError};
@@ -105,10 +107,19 @@ pub(super) async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
 
     let bytes_in = Arc::new(AtomicU64::new(0));
     let bytes_out = Arc::new(AtomicU64::new(0));
-    let swarm = swarm::build(key, cfg.mdns, (bytes_in.clone(), bytes_out.clone()))?;
+    let limits = Limits::new(
+        cfg.max_per_ip,
+        trusted.iter().copied().collect(),
+        s.counters.clone(),
+    );
+    let swarm = swarm::build(key, cfg.mdns, (bytes_in.clone(), bytes_out.clone()), limits)?;
     let topic = swarm::topic();
     let startup_cursor = sessions::startup_cursor(&s.store).await?;
+    let (standing_db, saved) = StandingDb::open(s.db_file, s.tracker.clone()).await?;
+    let mut ledger = Ledger::new(trusted, cfg.grace);
+    ledger.restore(saved, |p| p.parse().ok());
 
+    let counters = s.counters.clone();
     let (served_tx, served_rx) = mpsc::channel(sessions::SERVED_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(QUERY_QUEUE);
     let now = Instant::now();
@@ -117,13 +128,16 @@ pub(super) async fn start(s: Start<'_>) -> Result<P2pHandle, StartError> {
     let mut node = Node {
         swarm,
         peer_id,
-        ledger: Ledger::new(trusted, cfg.grace),
+        ledger,
+        standing_db,
+        counters: counters.clone(),
         arrivals: Arrivals::new(&signer, policy, s.pipeline, s.counters, s.store.clone()),
         gossip: Gossip::new(topic, signer.clone(), s.own.clone(), now),
         catch_up: CatchUp::new(
             s.store,
             policy,
             startup_cursor,
+            counters,
             served_tx,
             s.tracker.clone(),
             (signer, s.own.clone()),
@@ -172,6 +186,9 @@ struct Node {
     peer_id: PeerId,
     /// Tit-for-tat: what each peer has given and taken.
     ledger: Ledger<PeerId>,
+    /// Where the ledger is kept across restarts.
+    standing_db: StandingDb,
+    counters: Arc<Counters>,
     arrivals: Arrivals,
     gossip: Gossip,
     catch_up: CatchUp,
@@ -257,6 +274,7 @@ impl Node {
                 _ = tick.tick() => self.on_tick(),
             }
         }
+        self.standing_db.save_now(&mut self.ledger).await;
         tracing::info!("Peer-to-peer node stopped.");
     }
 
@@ -286,7 +304,9 @@ impl Node {
                 let addr = endpoint.get_remote_address();
                 self.discovery
                     .connection_established(peer_id, connection_id, addr.clone());
-                self.ledger.record(&peer_id, now).connected = true;
+                if self.ledger.connected(&peer_id, now) == Admission::Refused {
+                    Counters::inc(&self.counters.peer_grace_refused);
+                }
                 let standing = self.ledger.standing(&peer_id, now);
                 self.swarm
                     .behaviour_mut()
@@ -294,7 +314,8 @@ impl Node {
                     .set_application_score(&peer_id, standing.app_score());
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, %addr, "Peer connected.");
-                    self.catch_up.queue(&mut self.swarm, peer_id);
+                    self.catch_up
+                        .queue(&mut self.swarm, &mut self.ledger, peer_id);
                     self.discovery.peer_connected(&mut self.swarm, peer_id);
                 }
             }
@@ -307,8 +328,8 @@ impl Node {
             } => {
                 self.discovery.connection_closed(peer_id, connection_id);
                 if num_established == 0 {
-                    self.catch_up.disconnected(peer_id);
-                    self.ledger.record(&peer_id, Instant::now()).connected = false;
+                    self.catch_up.disconnected(peer_id, &self.ledger);
+                    self.ledger.disconnected(&peer_id, Instant::now());
                     self.discovery.peer_disconnected(peer_id);
                     let cause = cause.map(|c| c.to_string()).unwrap_or_default();
                     tracing::info!(peer = %peer_id, %cause, "Peer disconnected.");
@@ -368,8 +389,13 @@ impl Node {
                 ..
             } => {
                 // Request ids are unique: only the job that asked knows this one.
-                self.catch_up
-                    .on_failure(&mut self.swarm, request_id, peer, &error);
+                self.catch_up.on_failure(
+                    &mut self.swarm,
+                    &mut self.ledger,
+                    request_id,
+                    peer,
+                    &error,
+                );
                 self.discovery.take_request(&request_id);
             }
             _ => {}
@@ -382,8 +408,8 @@ impl Node {
         let standing = self.ledger.standing(&peer, Instant::now());
         if !standing.is_served() {
             tracing::debug!(%peer, "Refused a listener's request.");
-            let reason = "no events contributed recently: share to receive".to_string();
-            swarm::answer(&mut self.swarm, channel, Response::Refused { reason });
+            let reason = "no events contributed recently: share to receive";
+            self.catch_up.refuse(&mut self.swarm, channel, reason);
             return;
         }
         match request {
@@ -414,6 +440,8 @@ impl Node {
                 .set_application_score(p, score);
         }
         self.discovery.on_tick(&mut self.swarm, &peers, now);
+        self.catch_up.on_tick(&mut self.swarm, &mut self.ledger);
+        self.standing_db.on_tick(&mut self.ledger, now);
     }
 
     fn snapshot(&self) -> PeersSnapshot {
@@ -446,10 +474,11 @@ impl Node {
                     events_sent: r.map_or(0, |r| r.events_sent),
                     events_rejected: r.map_or(0, |r| r.events_rejected),
                     events_rate_limited: r.map_or(0, |r| r.events_limited),
-                    seconds_known: r.map_or(0, |r| now.duration_since(r.first_seen).as_secs()),
-                    seconds_since_contribution: r
-                        .and_then(|r| r.last_contribution)
-                        .map(|t| now.duration_since(t).as_secs()),
+                    seconds_known: self.ledger.known_for(p, now).map_or(0, |d| d.as_secs()),
+                    seconds_since_contribution: self
+                        .ledger
+                        .since_contribution(p, now)
+                        .map(|d| d.as_secs()),
                 }
             })
             .collect();

@@ -1,7 +1,8 @@
 //! Swarm construction: the transports (QUIC, and TCP with Noise and Yamux, counting the bytes
-//! on the wire), the protocols the node speaks (gossipsub with strict signing, manual validation
-//! and peer scoring; catch-up and peer exchange over request-response; identify; mDNS on the
-//! local network), and parsing the addresses it listens on.
+//! on the wire), the connection limits (`limits`), the protocols the node speaks (gossipsub
+//! with strict signing, manual validation and peer scoring; catch-up and peer exchange over
+//! request-response; identify; mDNS on the local network), and parsing the addresses it
+//! listens on.
 //!
 //! Owns no state of the running node: it builds the [`Swarm`] and hands it over. Must not depend
 //! on the node's jobs (gossip, catch-up sessions, discovery) or on the node itself.
@@ -29,6 +30,7 @@ use libp2p::{
 };
 
 use super::catchup::{self, Request, Response};
+use super::limits::Limits;
 use super::validate;
 use super::{StartError, TOPIC};
 use crate::settings::ConfigError;
@@ -41,11 +43,20 @@ pub(super) const MESH_DEGREE: usize = 4;
 const IDONTWANT_THRESHOLD_BYTES: usize = 512;
 /// Gossipsub heartbeat: mesh upkeep and gossip. One second is gossipsub's own default.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long gossipsub remembers the score of a peer that has disconnected with a score of zero
+/// or less (so that reconnecting does not wash it clean): as long as an invalid message's
+/// penalty takes to fade to a tenth. Gossipsub's default, an hour, times the rate at which
+/// inbound connections are taken (`limits::INBOUND_PER_SEC`) is what a host cycling identities
+/// could make it remember; ten minutes keep that to about 12,000 peers.
+const RETAIN_SCORE: Duration = Duration::from_secs(600);
 /// An idle connection (no gossip, no request) is closed after this.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The protocols, in the order libp2p consults them about a new connection: the limits first,
+/// so that a refused connection costs the others nothing.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
+    pub(super) limits: Limits,
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) catch_up: request_response::cbor::Behaviour<Request, Response>,
     pub(super) identify: identify::Behaviour,
@@ -87,6 +98,7 @@ pub(super) fn build(
     key: libp2p::identity::Keypair,
     mdns_on: bool,
     bytes: (Arc<AtomicU64>, Arc<AtomicU64>),
+    limits: Limits,
 ) -> Result<Swarm<Behaviour>, StartError> {
     let topic = topic();
     let swarm = SwarmBuilder::with_existing_identity(key)
@@ -159,6 +171,7 @@ pub(super) fn build(
                     None
                 };
                 Ok(Behaviour {
+                    limits,
                     gossipsub,
                     catch_up,
                     identify,
@@ -179,6 +192,7 @@ fn score_params(topic: &IdentTopic) -> PeerScoreParams {
     let mut params = PeerScoreParams {
         app_specific_weight: 1.0,
         topic_score_cap: 100.0,
+        retain_score: RETAIN_SCORE,
         ..Default::default()
     };
     // Many nodes behind one address are normal on a loopback lab; on the internet they are not.

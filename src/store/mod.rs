@@ -10,6 +10,7 @@ mod checkpoint;
 mod export;
 mod numbers;
 pub mod outbox;
+pub mod peer_standing;
 mod read;
 mod write;
 
@@ -179,6 +180,7 @@ fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
     numbers::create_index(conn)?;
     add_honey_columns(conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
+    conn.execute_batch(peer_standing::SCHEMA)?;
     let node_id = node_id(conn)?;
     // Before the catch-up: a database from before the bad-actor set gets its facts from
     // `honey` here, and the catch-up then adds only rows written since by someone else.

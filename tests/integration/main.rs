@@ -21,9 +21,12 @@ mod kernel_sets;
 mod logrotate;
 #[cfg(feature = "p2p")]
 mod p2p;
+mod p2p_bounds;
 #[cfg(feature = "p2p")]
 mod p2p_trust;
 mod shutdown;
+#[cfg(feature = "p2p")]
+mod sybil;
 mod syslog;
 mod tools;
 mod upstream_db;
