@@ -571,3 +571,39 @@ pub fn available(ok: bool, what: &str) -> bool {
     }
     ok
 }
+
+/// A node on the peer network on loopback (TCP on port 0, no mDNS), bootstrapping from each of
+/// `bootstrap`, with `extra` arguments.
+#[cfg(feature = "p2p")]
+pub fn p2p_node_from(dir: Option<tempfile::TempDir>, bootstrap: &[&Node], extra: &[&str]) -> Node {
+    let mut args: Vec<String> = [
+        "-p",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--p2p-no-mdns",
+    ]
+    .map(String::from)
+    .to_vec();
+    for b in bootstrap {
+        args.push("-b".into());
+        args.push(b.p2p()[0].clone());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let node = Node::start_with(NodeOptions {
+        args,
+        dir,
+        ..Default::default()
+    });
+    assert!(
+        !node.p2p().is_empty(),
+        "no P2P address:\n{}",
+        node.log_text()
+    );
+    node
+}
+
+/// A node's peer id, from its health check.
+#[cfg(feature = "p2p")]
+pub fn peer_id(n: &Node) -> String {
+    n.health()["peer_id"].as_str().unwrap().to_string()
+}

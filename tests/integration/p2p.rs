@@ -23,40 +23,13 @@ pub(crate) fn p2p_node(
     bootstrap: Option<&Node>,
     extra: &[&str],
 ) -> Node {
-    let mut args: Vec<String> = [
-        "-p",
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--p2p-no-mdns",
-    ]
-    .map(String::from)
-    .to_vec();
-    if let Some(b) = bootstrap {
-        args.push("-b".into());
-        args.push(b.p2p()[0].clone());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let node = Node::start_with(NodeOptions {
-        args,
-        dir,
-        ..Default::default()
-    });
-    assert!(
-        !node.p2p().is_empty(),
-        "no P2P address:\n{}",
-        node.log_text()
-    );
-    node
+    p2p_node_from(dir, bootstrap.as_slice(), extra)
 }
 
 pub(crate) fn peers(n: &Node) -> Value {
     let r = n.get("/peers");
     assert_eq!(r.status, 200);
     r.json()
-}
-
-pub(crate) fn peer_id(n: &Node) -> String {
-    n.health()["peer_id"].as_str().unwrap().to_string()
 }
 
 /// This node's view of one of its connected peers.

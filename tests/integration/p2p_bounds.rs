@@ -23,35 +23,7 @@ const FLOOD_REQUESTS: u64 = 10;
 const MAX_RSS_KIB: u64 = 100 * 1024;
 
 fn p2p_node(dir: Option<tempfile::TempDir>, bootstrap: &[&Node], extra: &[&str]) -> Node {
-    let mut args: Vec<String> = [
-        "-p",
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--p2p-no-mdns",
-        LAB,
-    ]
-    .map(String::from)
-    .to_vec();
-    for b in bootstrap {
-        args.push("-b".into());
-        args.push(b.p2p()[0].clone());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let node = Node::start_with(NodeOptions {
-        args,
-        dir,
-        ..Default::default()
-    });
-    assert!(
-        !node.p2p().is_empty(),
-        "no P2P address:\n{}",
-        node.log_text()
-    );
-    node
-}
-
-fn peer_id(n: &Node) -> String {
-    n.health()["peer_id"].as_str().unwrap().to_string()
+    p2p_node_from(dir, bootstrap, &[&[LAB], extra].concat())
 }
 
 fn view_of(n: &Node, id: &str) -> Option<Value> {

@@ -20,8 +20,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 use crate::p2p::{
-    LAB, ONE_AUTHOR, RawPeer, good_event, p2p_node, peer_id, probe, rows_for, rows_with_uuid,
-    wait_connected,
+    LAB, ONE_AUTHOR, RawPeer, good_event, p2p_node, probe, rows_for, rows_with_uuid, wait_connected,
 };
 
 /// Addresses the attacks blame: nobody ever probed the victim from them.
