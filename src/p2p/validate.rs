@@ -760,7 +760,7 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
     if h > 23 || mi > 59 || sec > 59 {
         return None;
     }
-    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    let days = crate::event::days_from_civil(y as i64, mo as u32, d as u32);
     let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + sec;
     Some(UNIX_EPOCH + Duration::new(secs, ns as u32))
 }
@@ -772,17 +772,6 @@ fn days_in_month(y: u64, m: u64) -> u64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
