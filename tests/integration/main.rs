@@ -11,6 +11,7 @@ mod bgp;
 mod blocklist;
 mod capture;
 mod cli;
+mod crowdsec;
 #[cfg(feature = "dnsbl")]
 mod dnsbl;
 mod durability;
