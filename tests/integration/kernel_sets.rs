@@ -547,3 +547,25 @@ fn without_cap_net_admin_either_option_stops_the_node_naming_it() {
         );
     }
 }
+
+#[test]
+fn the_grafana_dashboards_kernel_set_metrics_are_exported() {
+    let Some(lab) = lab(&["nft", "ipset"]) else {
+        return;
+    };
+    let node = lab.start("1h", &["--nftables", "--ipset", "grafana"]);
+    let metrics = lab
+        .node
+        .run(|| String::from_utf8(node.get("/metrics").body).unwrap());
+    let exported = crate::grafana::metric_names(&metrics);
+    let wanted: Vec<String> = crate::grafana::dashboard_metrics()
+        .into_iter()
+        .filter(|m| m.starts_with("sentrypeer_kernel_set_"))
+        .collect();
+    assert!(!wanted.is_empty());
+    let missing: Vec<&String> = wanted.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard names kernel-set metrics not exported: {missing:?}"
+    );
+}
