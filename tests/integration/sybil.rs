@@ -163,6 +163,8 @@ async fn one(target: Multiaddr, flood: Flood) -> Tally {
         let event = tokio::select! {
             e = swarm.select_next_some() => e,
             _ = tokio::time::sleep_until(deadline) => break,
+            // A tick to look at the hold time again: this peer paces its own attack, it does
+            // not wait for the node to be ready.
             _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
         };
         match event {
@@ -186,6 +188,7 @@ async fn one(target: Multiaddr, flood: Flood) -> Tally {
                     break;
                 }
                 retries -= 1;
+                // A refused identity dials again a moment later, as a real attacker would.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 if swarm.dial(target.clone()).is_err() {
                     t.dial_failed = 1;
