@@ -160,12 +160,19 @@ async fn one(target: Multiaddr, flood: Flood) -> Tally {
                 break;
             }
         }
+        // Wake for the next event, or when the hold (once answered) or the whole time is up.
+        let hold_ends = answered_at
+            .map(|at| tokio::time::Instant::from_std(at + flood.hold))
+            .unwrap_or(deadline)
+            .min(deadline);
         let event = tokio::select! {
             e = swarm.select_next_some() => e,
-            _ = tokio::time::sleep_until(deadline) => break,
-            // A tick to look at the hold time again: this peer paces its own attack, it does
-            // not wait for the node to be ready.
-            _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+            _ = tokio::time::sleep_until(hold_ends) => {
+                if hold_ends >= deadline {
+                    break;
+                }
+                continue;
+            }
         };
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if t.connected == 0 => {
