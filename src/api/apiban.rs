@@ -141,62 +141,68 @@ pub(super) async fn v1_check(
     check_ip(&s, &ip).await
 }
 
-/// The body of `POST /api/get`.
+/// The body of a v2 request: `{"set":"sip","id":"100"}` (get) or
+/// `{"set":"sip","ipaddress":"203.0.113.7"}` (check).
 #[derive(Debug, Deserialize)]
-pub(super) struct GetBody {
+pub(super) struct V2Body {
     #[serde(default)]
     set: Option<String>,
     #[serde(default)]
     id: Option<String>,
-}
-
-/// The body of `POST /api/check`.
-#[derive(Debug, Deserialize)]
-pub(super) struct CheckBody {
-    #[serde(default)]
-    set: Option<String>,
     #[serde(default)]
     ipaddress: Option<String>,
 }
 
+type V2Json = Result<Json<V2Body>, axum::extract::rejection::JsonRejection>;
+
 fn set_ok(set: Option<&str>) -> bool {
     set.is_none_or(|s| s.eq_ignore_ascii_case(SET))
+}
+
+/// What every v2 request must pass: the bearer key, a JSON body, the `sip` set.
+fn v2_body(s: &ApiState, headers: &HeaderMap, body: V2Json) -> Result<V2Body, Box<Response>> {
+    if !key_ok(s, bearer(headers)) {
+        return Err(Box::new(unauthorized()));
+    }
+    let Ok(Json(body)) = body else {
+        return Err(Box::new(answer(
+            StatusCode::BAD_REQUEST,
+            "bad request",
+            "none",
+        )));
+    };
+    if !set_ok(body.set.as_deref()) {
+        return Err(Box::new(answer(
+            StatusCode::BAD_REQUEST,
+            "unknown set",
+            "none",
+        )));
+    }
+    Ok(body)
 }
 
 /// `POST /api/get` with `{"set":"sip","id":"100"}` and `Authorization: Bearer KEY`.
 pub(super) async fn v2_get(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<GetBody>, axum::extract::rejection::JsonRejection>,
+    body: V2Json,
 ) -> Result<Response, ApiError> {
-    if !key_ok(&s, bearer(&headers)) {
-        return Ok(unauthorized());
+    match v2_body(&s, &headers, body) {
+        Ok(body) => banned_from(&s, body.id.as_deref()).await,
+        Err(answer) => Ok(*answer),
     }
-    let Ok(Json(body)) = body else {
-        return Ok(answer(StatusCode::BAD_REQUEST, "bad request", "none"));
-    };
-    if !set_ok(body.set.as_deref()) {
-        return Ok(answer(StatusCode::BAD_REQUEST, "unknown set", "none"));
-    }
-    banned_from(&s, body.id.as_deref()).await
 }
 
 /// `POST /api/check` with `{"set":"sip","ipaddress":"203.0.113.7"}` and a bearer key.
 pub(super) async fn v2_check(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<CheckBody>, axum::extract::rejection::JsonRejection>,
+    body: V2Json,
 ) -> Result<Response, ApiError> {
-    if !key_ok(&s, bearer(&headers)) {
-        return Ok(unauthorized());
+    match v2_body(&s, &headers, body) {
+        Ok(body) => check_ip(&s, body.ipaddress.as_deref().unwrap_or("")).await,
+        Err(answer) => Ok(*answer),
     }
-    let Ok(Json(body)) = body else {
-        return Ok(answer(StatusCode::BAD_REQUEST, "bad request", "none"));
-    };
-    if !set_ok(body.set.as_deref()) {
-        return Ok(answer(StatusCode::BAD_REQUEST, "unknown set", "none"));
-    }
-    check_ip(&s, body.ipaddress.as_deref().unwrap_or("")).await
 }
 
 #[cfg(test)]
