@@ -55,6 +55,10 @@ enum Cmd {
         /// Distinct called numbers in the mix.
         #[arg(long, default_value_t = 1000)]
         numbers: u64,
+        /// Pad each probe with a message body of this many bytes (an SDP of attribute lines):
+        /// large messages over TCP.
+        #[arg(long, default_value_t = 0)]
+        body_bytes: usize,
         /// Send random non-SIP datagrams instead of probes.
         #[arg(long)]
         junk: bool,
@@ -89,13 +93,13 @@ const AGENTS: &[&str] = &[
 ];
 
 /// One realistic probe; `i` varies method, number, agent, Call-ID and branch.
-fn probe(i: u64, numbers: u64, transport: &str) -> Vec<u8> {
+fn probe(i: u64, numbers: u64, transport: &str, body_bytes: usize) -> Vec<u8> {
     let number = format!(
         "{}",
         900_441_000_000u64 + (i.wrapping_mul(2_654_435_761) % numbers.max(1))
     );
     let agent = AGENTS[(i % AGENTS.len() as u64) as usize];
-    let (method, extra, body) = match i % 3 {
+    let (method, extra, mut body) = match i % 3 {
         0 => ("OPTIONS", "Accept: application/sdp\r\n".to_string(), String::new()),
         1 => ("REGISTER", "Contact: <sip:100@198.51.100.9>\r\nExpires: 3600\r\n".into(), String::new()),
         _ => (
@@ -104,6 +108,10 @@ fn probe(i: u64, numbers: u64, transport: &str) -> Vec<u8> {
             "v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0 8\r\n".into(),
         ),
     };
+    while body.len() < body_bytes {
+        let line = "a=x-pad:0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n";
+        body.push_str(&line[..line.len().min(body_bytes - body.len()).max(2)]);
+    }
     format!(
         "{method} sip:{number}@198.51.100.1 SIP/2.0\r\n\
          Via: SIP/2.0/{transport} 198.51.100.9:5060;branch=z9hG4bK{i:x};rport\r\n\
@@ -132,8 +140,10 @@ fn junk(i: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Messages prepared before sending, so the send loop does no formatting.
+/// Messages prepared before sending, so the send loop does no formatting: at least this many,
+/// and one per distinct number (so every number in the mix is sent), within `POOL_BYTES`.
 const POOL: u64 = 8192;
+const POOL_BYTES: u64 = 256 << 20;
 
 fn main() -> std::process::ExitCode {
     match Args::parse().cmd {
@@ -145,6 +155,7 @@ fn main() -> std::process::ExitCode {
             sources,
             source_from,
             numbers,
+            body_bytes,
             junk: is_junk,
             json,
         } => {
@@ -153,12 +164,14 @@ fn main() -> std::process::ExitCode {
             } else {
                 "TCP"
             };
-            let pool: Vec<Vec<u8>> = (0..POOL)
+            let each = 600 + body_bytes as u64;
+            let size = numbers.clamp(POOL, (POOL_BYTES / each).max(POOL));
+            let pool: Vec<Vec<u8>> = (0..size)
                 .map(|i| {
                     if is_junk {
                         junk(i)
                     } else {
-                        probe(i, numbers, t)
+                        probe(i, numbers, t, body_bytes)
                     }
                 })
                 .collect();
@@ -319,7 +332,7 @@ fn seed(db: &std::path::Path, events: u64, numbers: u64, addresses: u64) -> Resu
         );
         let a = (i.wrapping_mul(40_503) % addresses.max(1)) as u32;
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + a);
-        let msg = String::from_utf8_lossy(&probe(i, numbers, "UDP")).into_owned();
+        let msg = String::from_utf8_lossy(&probe(i, numbers, "UDP", 0)).into_owned();
         batch.push(Arc::new(Event {
             timestamp: format_timestamp(now - Duration::from_millis(events - i)),
             uuid: uuid::Uuid::new_v4(),
