@@ -36,7 +36,9 @@ declare -A R
 # 1. Parser, one core (criterion).
 R[parser]="$(cargo bench -q --bench parser -- --quick parse/ 2>/dev/null | awk '/thrpt:/ && $3 ~ /elem/ {print $4, $5}' | sort -g | head -1) (slowest of 4 real probes)"
 
-# 2. Highest zero-loss UDP rate (sent = rows), and 2x it.
+# 2. Bursts: the highest zero-loss UDP rate over 4-second bursts (sent = rows; a burst this short
+#    is partly absorbed by the database queue: `bench/ingest.sh` gives the sustained figure), and
+#    2x it, counting only the rows written while sending (the rate a saturated node records).
 best=0
 for rate in 20000 35000 50000 65000 80000 100000; do
   d=$WORK/udp-$rate; start_node "$d"
@@ -50,8 +52,10 @@ if [ "$best" -gt 0 ]; then
   rate=$((best * 2)); d=$WORK/udp-2x; start_node "$d"
   out=$("$GEN" send --target "$UDP" --rate $rate --count $((rate * 4)) --sources 64)
   secs=$(echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/')
+  achieved=$(echo "$out" | sed 's/.*rate=\([0-9]*\).*/\1/')
+  window=$(rows "$d")
   drain; n=$(rows "$d"); stop_node
-  R[double]=$(python3 -c "s=$rate*4; n=$n; print(f'{n/$secs:.0f}/s recorded, loss {100*(s-n)/s:.1f}% at {$rate}/s')")
+  R[double]=$(python3 -c "s=$rate*4; n=$n; w=$window; print(f'{w/$secs:.0f}/s recorded while sending ({$achieved}/s achieved of {$rate}/s asked), {100*(s-n)/s:.1f}% lost in all')")
 fi
 
 # 3. API under ingest, over 1,000,000 events and 250,000 numbers.
@@ -102,8 +106,8 @@ table=$(cat <<TABLE
 | measure | result | target |
 |---|---|---|
 | parser (one core, criterion) | ${R[parser]:-n/a} | ≥ 1,000,000 msg/s |
-| highest zero-loss UDP rate (sent = rows) | ${R[zero_loss]}/s | ≥ 50,000/s |
-| at 2x that rate | ${R[double]:-n/a} | |
+| highest zero-loss UDP rate, 4 s bursts on 127.0.0.1 (sent = rows) | ${R[zero_loss]}/s | |
+| at 2x that rate, 4 s | ${R[double]:-n/a} | |
 | \`/numbers/{n}\` during 5,000 probes/s, 1M events, 8 connections | ${R[num_rps]} req/s, p99 ${R[num_p99]} | ≥ 20,000 req/s, p99 < 5 ms |
 | the same, 32 connections | ${R[num32_rps]} req/s, p99 ${R[num32_p99]} | |
 | \`/ip-addresses/{ip}\` during 5,000 probes/s | ${R[ip_rps]} req/s, p99 ${R[ip_p99]} | |

@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 
 use crate::event::Event;
 
-/// A queue of N events may hold N times this many bytes: room for a full queue of typical
-/// probes (under 1 KiB), while a flood of 64 KiB messages fills it after a few hundred.
-const BUDGET_BYTES_PER_EVENT: u64 = 1536;
+/// A queue of N events may hold N times this many bytes: about half a queue of typical probes
+/// (700 B to 1 KiB with what they cost beyond the message), while a flood of 64 KiB messages
+/// fills it after a few hundred. Every queue together stays within the node's memory target
+/// (under 100 MB in all).
+const BUDGET_BYTES_PER_EVENT: u64 = 320;
 /// What an event costs a queue beyond its message: the other fields and the allocation.
 const EVENT_OVERHEAD_BYTES: u64 = 256;
 
@@ -174,9 +176,20 @@ impl OutputQueue {
     }
 
     fn taken(&self, buf: &[Arc<Event>], n: usize) {
-        let bytes: u64 = buf.iter().rev().take(n).map(|e| weight(e)).sum();
-        self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.counted(n);
+        self.release(&buf[buf.len().saturating_sub(n)..]);
+    }
+
+    fn counted(&self, n: usize) {
         self.stats.dequeued.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Gives back the byte budget of events taken with a `blocking_recv_many*` call, once they
+    /// are written: until then the batch in hand counts against the queue's bytes, so the queue
+    /// cannot fill up again behind a batch still held in memory.
+    pub fn release(&self, batch: &[Arc<Event>]) {
+        let bytes: u64 = batch.iter().map(|e| weight(e)).sum();
+        self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// `blocking_recv_many`, waiting at most `wait`: `None` when nothing came in time. For
@@ -192,11 +205,12 @@ impl OutputQueue {
         let n = runtime
             .block_on(async { tokio::time::timeout(wait, rx.recv_many(buf, limit)).await })
             .ok()?;
-        self.taken(buf, n);
+        self.counted(n);
         Some(n)
     }
 
-    /// The blocking twin of `recv_many`, for outputs that own a thread.
+    /// The blocking twin of `recv_many`, for outputs that own a thread: the events' bytes stay
+    /// counted until [`OutputQueue::release`].
     pub fn blocking_recv_many(&mut self, buf: &mut Vec<Arc<Event>>, limit: usize) -> usize {
         let Some(first) = self.rx.blocking_recv() else {
             return 0;
@@ -212,7 +226,7 @@ impl OutputQueue {
                 Err(_) => break,
             }
         }
-        self.taken(buf, n);
+        self.counted(n);
         n
     }
 }
@@ -260,15 +274,36 @@ mod tests {
     #[test]
     fn a_queue_is_bounded_in_bytes_too() {
         let mut b = PipelineBuilder::default();
-        let q = b.output("q", 100);
+        let q = b.output("q", 480);
         let (p, _) = b.build();
         let mut e = crate::event::tests::sample();
         e.message = "x".repeat(60 * 1024);
         for _ in 0..10 {
             p.publish(e.clone());
         }
-        // 100 * 1536 bytes hold two 60 KiB messages, not ten.
+        // 480 * 320 bytes hold two 60 KiB messages, not ten.
         assert_eq!(q.stats.depth(), 2);
         assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn a_batch_in_hand_holds_its_bytes_until_released() {
+        let mut b = PipelineBuilder::default();
+        let mut q = b.output("q", 480);
+        let (p, _) = b.build();
+        let mut e = crate::event::tests::sample();
+        e.message = "x".repeat(60 * 1024);
+        p.publish(e.clone());
+        p.publish(e.clone());
+        let mut batch = Vec::new();
+        assert_eq!(q.blocking_recv_many(&mut batch, 10), 2);
+        assert_eq!(q.stats.depth(), 0);
+        // Taken but not yet written: the queue has no room for another 60 KiB.
+        p.publish(e.clone());
+        assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 1);
+        q.release(&batch);
+        assert_eq!(q.stats.depth_bytes(), 0);
+        p.publish(e);
+        assert_eq!(q.stats.depth(), 1);
     }
 }

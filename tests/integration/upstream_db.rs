@@ -90,6 +90,51 @@ fn an_upstream_database_with_ip_port_sources_opens_and_serves() {
             .starts_with("CREATE TABLE honey (honey_id INTEGER PRIMARY KEY, event_timestamp TEXT"),
         "{schema}"
     );
+    let upstream_indexes = |db: &rusqlite::Connection| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN
+               ('source_ip_index', 'called_number_index', 'event_uuid_index')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        upstream_indexes(&node.db()),
+        0,
+        "upstream's honey indexes serve only upstream: dropped, so no insert pays for them"
+    );
+
+    // Handed back to upstream, the file takes upstream's schema statements as they are (they
+    // create the indexes again), upstream's own lookups find our events, and we open it again.
+    let mut node = node;
+    assert!(node.signal("TERM").success());
+    let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());
+    {
+        let db = rusqlite::Connection::open(dir.path().join("sentrypeer.db")).unwrap();
+        db.execute_batch(
+            &UPSTREAM_SCHEMA
+                .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+                .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"),
+        )
+        .unwrap();
+        assert_eq!(upstream_indexes(&db), 3);
+        let n: i64 = db
+            .query_row(
+                "SELECT count(*) FROM honey INDEXED BY called_number_index WHERE called_number = '100'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    let node = Node::start_with(NodeOptions {
+        dir: Some(dir),
+        args: vec!["--actor-ttl".into(), "forever".into()],
+        ..Default::default()
+    });
+    assert_eq!(node.get("/numbers/100").status, 200);
+    assert_eq!(upstream_indexes(&node.db()), 0);
 }
 
 #[test]
