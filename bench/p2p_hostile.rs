@@ -303,6 +303,7 @@ fn main() {
         "peer_catch_up_events_served",
         "peer_catch_up_limited",
         "peer_events_accepted",
+        "peer_events_rejected",
     ] {
         println!("victim {k}: {}", health["counters"][k]);
     }

@@ -4,10 +4,10 @@
 //! limits, then validation and de-duplication through [`Arrivals`], then the verdict gossipsub
 //! acts on: accept and forward, ignore, or reject and score down).
 //!
-//! A gossip message is published by the author of the event it carries: gossipsub signs the
-//! message with the publisher's key, the event carries its author's signature, and the two
-//! must be one key. Nodes forward messages (which keeps the publisher) but never publish
-//! others' events again; a message whose publisher is not its event's author is rejected.
+//! A gossip message is anonymous (`wire`): the event it carries names its author by its
+//! signature, whoever published or forwarded it. Nodes forward messages but never publish
+//! others' events again; a copy of an event published again by anyone is the same message (its
+//! id is its content) or, re-encoded, a duplicate of an event already held.
 //!
 //! Owns the outbound limiter and the per-author limiters. Depends on the swarm's behaviour, the
 //! standing ledger and [`Arrivals`]; must not depend on catch-up sessions or discovery.
@@ -42,7 +42,8 @@ pub(super) struct Gossip {
 }
 
 enum Verdict {
-    New(Box<Event>),
+    /// A new event, and its author.
+    New(Box<Event>, PeerId),
     Duplicate,
     Limited,
     Invalid(String),
@@ -147,19 +148,17 @@ impl Gossip {
             return;
         };
         let now = Instant::now();
-        let verdict = self.judge(ledger, arrivals, &from, message.source, &message.data, now);
+        let verdict = self.judge(ledger, arrivals, &from, &message.data, now);
         let acceptance = match verdict {
-            Verdict::New(event) => {
+            Verdict::New(event, author) => {
                 let uuid = event.uuid;
                 ledger.delivered(&from, 1, now);
-                // A message that got this far was published by its event's author.
-                if let Some(signer) = message.source {
-                    ledger.signs_as(&signer, event.node_id);
-                    ledger.authored(&signer, 1, now);
-                }
+                // The event's signer wrote it, whoever relayed it.
+                ledger.signs_as(&author, event.node_id);
+                ledger.authored(&author, 1, now);
                 // Forwarded to our mesh peers other than the one it came from.
                 for p in self.mesh_peers(swarm) {
-                    if p != from && Some(p) != message.source {
+                    if p != from && p != author {
                         ledger.record(&p, now).events_sent += 1;
                     }
                 }
@@ -175,7 +174,7 @@ impl Gossip {
             Verdict::Invalid(why) => {
                 arrivals.rejected();
                 ledger.record(&from, now).events_rejected += 1;
-                tracing::debug!(peer = %from, author = ?message.source, reason = %why, "Rejected an event from a peer.");
+                tracing::debug!(peer = %from, reason = %why, "Rejected an event from a peer.");
                 MessageAcceptance::Reject
             }
         };
@@ -185,13 +184,15 @@ impl Gossip {
             .report_message_validation_result(&message_id, &from, acceptance);
     }
 
-    /// Rate limits, validation and de-duplication of one real-time event.
+    /// Rate limits, validation and de-duplication of one real-time event: the relaying peer's
+    /// limit first (which bounds the signatures it can make us verify), then the author's,
+    /// once the signature has shown who the author is (a claim alone could spend an honest
+    /// author's budget).
     fn judge(
         &mut self,
         ledger: &mut Ledger<PeerId>,
         arrivals: &mut Arrivals,
         from: &PeerId,
-        author: Option<PeerId>,
         data: &[u8],
         now: Instant,
     ) -> Verdict {
@@ -199,10 +200,13 @@ impl Gossip {
         if !ledger.record(from, now).limiter.admit(len, now) {
             return Verdict::Limited;
         }
-        // Strict validation guarantees a signed publisher, which must be the event's author
-        // (checked below): the per-author limit applies to it before anything is decoded.
-        let Some(author) = author else {
-            return Verdict::Invalid("unsigned".into());
+        let event = match arrivals.decode(data, SystemTime::now()) {
+            Ok(event) => event,
+            Err(e) => return Verdict::Invalid(e.to_string()),
+        };
+        // `decode` names the author by the peer id of the key that signed the event.
+        let Some(author) = author_of(&event) else {
+            return Verdict::Invalid("no author".into());
         };
         if self.authors.len() >= MAX_TRACKED_AUTHORS && !self.authors.contains_key(&author) {
             let cutoff = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
@@ -219,13 +223,17 @@ impl Gossip {
         if !admitted {
             return Verdict::Limited;
         }
-        match arrivals.decode(data, SystemTime::now()) {
-            Err(e) => Verdict::Invalid(e.to_string()),
-            Ok(event) if event.origin != Origin::Peer(author.to_string()) => {
-                Verdict::Invalid("published by a peer other than its author".into())
-            }
-            Ok(event) if !arrivals.is_new(&event) => Verdict::Duplicate,
-            Ok(event) => Verdict::New(Box::new(event)),
+        if !arrivals.is_new(&event) {
+            return Verdict::Duplicate;
         }
+        Verdict::New(Box::new(event), author)
+    }
+}
+
+/// The author of a verified event: the peer id its origin names.
+fn author_of(event: &Event) -> Option<PeerId> {
+    match &event.origin {
+        Origin::Peer(id) => id.parse().ok(),
+        Origin::Local => None,
     }
 }

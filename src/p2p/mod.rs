@@ -11,10 +11,11 @@
 //! output (queue "peers") ─► only Origin::Local ─► note its destination as ours ─► shareable? ─┐
 //! intake (the network task):                                                                   │
 //!   outbound limit ◄─────────────────────────────────────────────────────────────────────────────┘
-//!     └─► hide our addresses, sign (ed25519, our identity key) ─► gossipsub
-//!   gossipsub message ─► per-peer + per-author limits ─► validate (signature, node id = key's,
-//!                        publisher = author) ─► dedup (LRU + database; same uuid, other author:
-//!                        refused)
+//!     └─► hide our addresses, sign (ed25519, our identity key) ─► gossipsub (anonymous,
+//!         content id, deflated: `wire`)
+//!   gossipsub message (inflated within bounds, or refused by gossipsub)
+//!                      ─► per-peer limit ─► validate (signature, node id = key's) ─► per-author
+//!                        limit ─► dedup (LRU + database; same uuid, other author: refused)
 //!                            ├─ invalid: Reject (the sender's gossipsub score falls)
 //!                            └─ new: Accept ─► pipeline.publish(Event { origin: Peer(author),
 //!                                                signed: the envelope, kept to serve on })
@@ -31,6 +32,7 @@
 //! - `halves`: the output and the intake, and the channel between them;
 //! - `node`: startup and the network task's event loop, which dispatches to the jobs below;
 //! - `swarm`: transports, protocols and scoring, listen addresses;
+//! - `wire`: the gossip message format (anonymous, content ids, compressed);
 //! - `gossip`: publishing our events, judging peers' real-time events;
 //! - `arrivals`: validation, de-duplication and the pipeline, for gossip and catch-up alike;
 //! - `sessions`: catch-up sessions, asked and served, within per-peer budgets;
@@ -47,6 +49,8 @@ pub mod config;
 pub mod standing;
 #[cfg(feature = "p2p")]
 pub mod validate;
+#[cfg(feature = "p2p")]
+pub mod wire;
 
 #[cfg(feature = "p2p")]
 mod arrivals;
@@ -84,8 +88,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// The gossipsub topic every node publishes and reads bad actors on; the version changes if
-/// the wire format does (2: signed by their authors, see `validate`).
-pub const TOPIC: &str = "sentrypeer/bad-actors/2";
+/// the wire format does (2: signed by their authors, see `validate`; 3: anonymous gossipsub
+/// messages with content ids, compressed, see `wire`).
+pub const TOPIC: &str = "sentrypeer/bad-actors/3";
 /// Why the peer network could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -9,7 +9,7 @@
 //!
 //! Written, not relayed: every mesh peer forwards what it receives, so a node that records
 //! nothing but relays quickly would otherwise earn its standing with other nodes' data. A
-//! real-time event is credited to its signer (gossipsub's strict signing), whichever peer handed
+//! real-time event is credited to its signer (the key its signature verifies with), whichever peer handed
 //! it over. A caught-up event is not signed by its writer, so it is credited to the peers whose
 //! own signed events carry its node id. Nobody's claim can take credit away from another peer.
 //! A modified node can always make up events that no one can tell from real probes; what this

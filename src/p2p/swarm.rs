@@ -1,6 +1,6 @@
 //! Swarm construction: the transports (QUIC, and TCP with Noise and Yamux, counting the bytes
 //! on the wire), the connection limits (`limits`), the protocols the node speaks (gossipsub
-//! with strict signing, manual validation and peer scoring; catch-up and peer exchange over
+//! in the `wire` format, with manual validation and peer scoring; catch-up and peer exchange over
 //! request-response; identify; mDNS on the local network), and parsing the addresses it
 //! listens on.
 //!
@@ -20,7 +20,6 @@ use libp2p::core::upgrade::Version;
 use libp2p::futures::{AsyncRead, AsyncWrite};
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
-    ValidationMode,
 };
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::NetworkBehaviour;
@@ -31,15 +30,19 @@ use libp2p::{
 
 use super::catchup::{self, Request, Response};
 use super::limits::Limits;
-use super::validate;
 use super::{StartError, TOPIC};
+use super::{validate, wire};
 use crate::settings::ConfigError;
 
 /// The largest gossip frame: one event at its limit plus the signature and framing.
 const MAX_GOSSIP_BYTES: usize = validate::MAX_WIRE_EVENT_BYTES + 4 * 1024;
 /// Peers each node forwards every event to (gossipsub's D).
 pub(super) const MESH_DEGREE: usize = 4;
-/// Messages larger than this are announced with IDONTWANT to mesh peers (see `build`).
+/// Messages larger than this (compressed, see `wire`) are announced with IDONTWANT to mesh
+/// peers: telling each of them "I have it" costs about 50 bytes on the wire for every copy
+/// received. A typical event compresses to about 350 bytes with its framing, under this, so
+/// it goes without; large ones (long messages, bodies) still save their duplicates. Measured
+/// in bench/RESULTS.md.
 const IDONTWANT_THRESHOLD_BYTES: usize = 512;
 /// Gossipsub heartbeat: mesh upkeep and gossip. One second is gossipsub's own default.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -57,7 +60,7 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) limits: Limits,
-    pub(super) gossipsub: gossipsub::Behaviour,
+    pub(super) gossipsub: gossipsub::Behaviour<wire::Deflate>,
     pub(super) catch_up: request_response::cbor::Behaviour<Request, Response>,
     pub(super) identify: identify::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -123,8 +126,7 @@ pub(super) fn build(
         .map_err(|e| anyhow::anyhow!("cannot set up the peer-to-peer transports: {e}"))?
         .with_behaviour(
             |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(ValidationMode::Strict)
+                let config = wire::config_builder()
                     .validate_messages()
                     .max_transmit_size(MAX_GOSSIP_BYTES)
                     .heartbeat_interval(HEARTBEAT)
@@ -138,14 +140,14 @@ pub(super) fn build(
                     .mesh_n_high(MESH_DEGREE + 2)
                     .mesh_outbound_min(MESH_DEGREE / 2)
                     .gossip_lazy(MESH_DEGREE)
-                    // An event is about 1 KiB; telling mesh peers "I have it" costs about 50
-                    // bytes and saves them sending us duplicates (the default threshold,
-                    // 1 KiB, is just above our messages).
                     .idontwant_message_size_threshold(IDONTWANT_THRESHOLD_BYTES)
                     .idontwant_on_publish(true)
                     .build()?;
-                let mut gossipsub =
-                    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
+                let mut gossipsub = gossipsub::Behaviour::new_with_transform(
+                    MessageAuthenticity::Anonymous,
+                    config,
+                    wire::Deflate,
+                )?;
                 gossipsub.with_peer_score(score_params(&topic), PeerScoreThresholds::default())?;
                 gossipsub.subscribe(&topic)?;
                 let catch_up = request_response::cbor::Behaviour::with_codec(

@@ -8,6 +8,7 @@ use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::{Multiaddr, SwarmBuilder, identity, noise, tcp, yamux};
 use sentrypeer::p2p::validate::Signer;
+use sentrypeer::p2p::wire;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -351,7 +352,49 @@ fn a_listener_stops_receiving_after_its_grace_period_while_contributors_keep_rec
     assert_eq!(rows_for(&l, "5554003") + rows_for(&l, "5554004"), 0);
 }
 
-/// An in-process libp2p peer that publishes whatever bytes it is given on the topic.
+/// How a test peer's gossip messages are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// The nodes' wire format (`sentrypeer::p2p::wire`).
+    Wire,
+    /// Anonymous, but the data as it is (not compressed).
+    Uncompressed,
+    /// The format before: gossipsub's own signature, publisher and sequence number, the data
+    /// as it is.
+    Signed,
+}
+
+/// A test peer's gossip data: compressed as the nodes' wire format says, or as it is.
+enum Transform {
+    Wire(wire::Deflate),
+    Plain(gossipsub::IdentityTransform),
+}
+
+impl gossipsub::DataTransform for Transform {
+    fn inbound_transform(
+        &self,
+        raw: gossipsub::RawMessage,
+    ) -> Result<gossipsub::Message, std::io::Error> {
+        match self {
+            Transform::Wire(t) => t.inbound_transform(raw),
+            Transform::Plain(t) => t.inbound_transform(raw),
+        }
+    }
+
+    fn outbound_transform(
+        &self,
+        topic: &gossipsub::TopicHash,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, std::io::Error> {
+        match self {
+            Transform::Wire(t) => t.outbound_transform(topic, data),
+            Transform::Plain(t) => t.outbound_transform(topic, data),
+        }
+    }
+}
+
+/// An in-process libp2p peer that publishes whatever bytes it is given on the topic, in the
+/// nodes' wire format or another ([`Format`]).
 pub(crate) struct RawPeer {
     pub(crate) peer_id: String,
     /// Its key, as the author of events.
@@ -361,30 +404,22 @@ pub(crate) struct RawPeer {
 }
 
 impl RawPeer {
-    pub(crate) fn start(rt: &tokio::runtime::Runtime, target: &str, signed: bool) -> RawPeer {
+    pub(crate) fn start(rt: &tokio::runtime::Runtime, target: &str, format: Format) -> RawPeer {
         let key = identity::Keypair::generate_ed25519();
         let peer_id = key.public().to_peer_id();
         let signer = Signer::new(&key).unwrap();
-        let (auth, mode) = if signed {
-            (
-                MessageAuthenticity::Signed(key.clone()),
-                ValidationMode::Strict,
-            )
+        let (auth, mut config) = if format == Format::Signed {
+            let mut config = gossipsub::ConfigBuilder::default();
+            config.validation_mode(ValidationMode::Strict);
+            (MessageAuthenticity::Signed(key.clone()), config)
         } else {
-            (
-                MessageAuthenticity::Author(peer_id),
-                ValidationMode::Permissive,
-            )
+            (MessageAuthenticity::Anonymous, wire::config_builder())
         };
         let target: Multiaddr = target.parse().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let (done_tx, done_rx) = std_mpsc::channel();
         rt.spawn(async move {
-            let config = gossipsub::ConfigBuilder::default()
-                .validation_mode(mode)
-                .max_transmit_size(256 * 1024)
-                .build()
-                .unwrap();
+            let config = config.max_transmit_size(256 * 1024).build().unwrap();
             let mut swarm = SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
                 .with_tcp(
@@ -394,7 +429,14 @@ impl RawPeer {
                 )
                 .unwrap()
                 .with_behaviour(|_| {
-                    gossipsub::Behaviour::<gossipsub::IdentityTransform>::new(auth, config).unwrap()
+                    let transform = match format {
+                        Format::Wire => Transform::Wire(wire::Deflate),
+                        Format::Uncompressed | Format::Signed => {
+                            Transform::Plain(gossipsub::IdentityTransform)
+                        }
+                    };
+                    gossipsub::Behaviour::<Transform>::new_with_transform(auth, config, transform)
+                        .unwrap()
                 })
                 .unwrap()
                 .build();
@@ -413,7 +455,9 @@ impl RawPeer {
                     _ = retry.tick() => {
                         while let Some(d) = queue.front() {
                             match swarm.behaviour_mut().publish(topic.clone(), d.clone()) {
-                                Ok(_) => {
+                                // A message this peer already has (the same bytes, so the same
+                                // id: it may have been gossiped to it) is one the network has.
+                                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
                                     queue.pop_front();
                                     let _ = done_tx.send(());
                                 }
@@ -482,19 +526,19 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
 
     let mut bad: Vec<(String, &str, RawPeer)> = Vec::new();
     let (u, _) = good_event("5555001");
-    let malformed = RawPeer::start(&rt, &target, true);
+    let malformed = RawPeer::start(&rt, &target, Format::Wire);
     malformed.publish(b"{\"event_uuid\": \"not json".to_vec());
     bad.push((u, "malformed", malformed));
 
     let (u, mut e) = good_event("5555002");
     e["sip_message"] = "A".repeat(20 * 1024).into();
-    let oversized = RawPeer::start(&rt, &target, true);
+    let oversized = RawPeer::start(&rt, &target, Format::Wire);
     oversized.publish(oversized.seal(&e));
     bad.push((u, "oversized", oversized));
 
     let (u, mut e) = good_event("5555003");
     e["source_ip"] = "192.168.1.20:5060".into();
-    let private = RawPeer::start(&rt, &target, true);
+    let private = RawPeer::start(&rt, &target, Format::Wire);
     private.publish(private.seal(&e));
     bad.push((u, "private", private));
 
@@ -502,17 +546,22 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
     e["event_timestamp"] =
         sentrypeer::event::format_timestamp(SystemTime::now() + Duration::from_secs(24 * 3600))
             .into();
-    let future = RawPeer::start(&rt, &target, true);
+    let future = RawPeer::start(&rt, &target, Format::Wire);
     future.publish(future.seal(&e));
     bad.push((u, "future", future));
 
     let (u, e) = good_event("5555005");
-    let unsigned = RawPeer::start(&rt, &target, false);
-    unsigned.publish(unsigned.seal(&e));
-    bad.push((u, "unsigned", unsigned));
+    let signed = RawPeer::start(&rt, &target, Format::Signed);
+    signed.publish(signed.seal(&e));
+    bad.push((u, "the format before", signed));
 
-    // Our validation rejected the four signed ones; gossipsub itself dropped the one whose
-    // message it could not verify.
+    let (u, e) = good_event("5555006");
+    let uncompressed = RawPeer::start(&rt, &target, Format::Uncompressed);
+    uncompressed.publish(uncompressed.seal(&e));
+    bad.push((u, "uncompressed", uncompressed));
+
+    // Our validation rejected the four in our wire format; gossipsub itself dropped the two in
+    // another (a message with a publisher and gossipsub's signature, data not compressed).
     let ok = poll(DEFAULT_WAIT, || v.counter("peer_events_rejected") >= 4);
     assert!(
         ok,
@@ -529,7 +578,7 @@ fn forged_malformed_oversized_private_and_future_events_are_rejected_and_never_s
 
     // An honest peer's event goes through v to w; whatever v had accepted before it would
     // have reached w first.
-    let honest = RawPeer::start(&rt, &target, true);
+    let honest = RawPeer::start(&rt, &target, Format::Wire);
     let (good_uuid, e) = good_event("5555010");
     honest.publish(honest.seal(&e));
     assert!(

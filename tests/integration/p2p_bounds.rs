@@ -1,5 +1,6 @@
 //! The peer network bounded against a hostile peer: a host cycling through fresh identities
-//! while flooding catch-up requests (and answering the node's own with made-up events) meets
+//! while flooding catch-up requests (and answering the node's own with made-up events, signed
+//! under each identity's key) meets
 //! the connection limits, the shared grace budget and the catch-up budgets, and the node's
 //! memory, database and honest peers' propagation stay within bounds. And standing survives a
 //! restart. Every wait is a poll with a deadline.
@@ -206,6 +207,20 @@ fn two_hundred_fresh_identities_flooding_catch_up_stay_within_the_limits_and_bud
     // the honest probe), however many identities ask.
     let bound = CATCH_UP_NEW_PEERS_LIMITS.events_per_hour as i64 + MAX_PAGE_EVENTS as i64 + 1;
     assert!(after - before <= bound, "grew by {}", after - before);
+    // The hostile events are signed by their identities: what the budgets let in is taken,
+    // none refused as invalid.
+    let hostile = victim.count("SELECT count(*) FROM honey WHERE source_ip LIKE '8.8.%'");
+    assert!(
+        hostile > 0,
+        "no hostile event was taken:\n{}",
+        victim.log_text()
+    );
+    assert_eq!(
+        after - before,
+        hostile + 1,
+        "the hostile events and the honest probe"
+    );
+    assert_eq!(count("peer_events_rejected"), 0, "{counters}");
     // Memory.
     assert!(rss < MAX_RSS_KIB, "VmHWM {rss} KiB");
 

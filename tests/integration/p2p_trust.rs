@@ -10,17 +10,19 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime};
 
 use libp2p::futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, SwarmBuilder, identity, noise, tcp, yamux};
 use sentrypeer::p2p::catchup::{self, Request, Response};
 use sentrypeer::p2p::validate::Signer;
+use sentrypeer::p2p::wire;
 use serde_json::Value;
 
 use crate::harness::*;
 use crate::p2p::{
-    LAB, ONE_AUTHOR, RawPeer, good_event, p2p_node, probe, rows_for, rows_with_uuid, wait_connected,
+    Format, LAB, ONE_AUTHOR, RawPeer, good_event, p2p_node, probe, rows_for, rows_with_uuid,
+    wait_connected,
 };
 
 /// Addresses the attacks blame: nobody ever probed the victim from them.
@@ -111,6 +113,13 @@ fn wrap(key: &str, signature: &str, event: &str) -> Vec<u8> {
     format!("{{\"key\":\"{key}\",\"signature\":\"{signature}\",\"event\":{event}}}").into_bytes()
 }
 
+/// The same envelope in other bytes (its keys in another order): the event and its
+/// signature unchanged.
+fn re_encoded(envelope: &[u8]) -> Vec<u8> {
+    let (key, signature, event) = parts(envelope);
+    format!("{{\"event\":{event},\"signature\":\"{signature}\",\"key\":\"{key}\"}}").into_bytes()
+}
+
 /// The signed event inside an envelope, as JSON to change.
 fn event_of(envelope: &[u8]) -> Value {
     serde_json::from_str(&parts(envelope).2).unwrap()
@@ -134,13 +143,13 @@ fn an_event_under_a_made_up_or_another_nodes_id_is_refused_and_lists_no_one() {
     let target = v.p2p()[0].clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Signed by its sender, under a node id nobody's key gives.
-    let forger = RawPeer::start(&rt, &target, true);
+    let forger = RawPeer::start(&rt, &target, Format::Wire);
     let (made_up, mut e) = good_event("5561001");
     e["source_ip"] = "9.9.9.9:5060".into();
     e["created_by_node_id"] = uuid::Uuid::new_v4().hyphenated().to_string().into();
     forger.publish(forger.signer.seal(e.to_string().as_bytes()));
     // Signed by its sender, under the node id of another node's key.
-    let impostor = RawPeer::start(&rt, &target, true);
+    let impostor = RawPeer::start(&rt, &target, Format::Wire);
     let someone = Signer::new(&identity::Keypair::generate_ed25519()).unwrap();
     let (borrowed, mut e) = good_event("5561002");
     e["source_ip"] = "1.1.1.1:5060".into();
@@ -157,7 +166,7 @@ fn an_event_under_a_made_up_or_another_nodes_id_is_refused_and_lists_no_one() {
     assert_eq!(listed(&v, &INNOCENT), 0);
 
     // The same victim lists on one honest author's word: the figures above are no accident.
-    let honest = RawPeer::start(&rt, &target, true);
+    let honest = RawPeer::start(&rt, &target, Format::Wire);
     let (good, mut e) = good_event("5561003");
     e["source_ip"] = "8.8.4.4:5060".into();
     honest.publish(honest.seal(&e));
@@ -177,7 +186,7 @@ fn an_event_under_a_made_up_or_another_nodes_id_is_refused_and_lists_no_one() {
 fn an_unsigned_event_in_the_old_format_is_refused_and_counted() {
     let v = victim();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let old = RawPeer::start(&rt, &v.p2p()[0], true);
+    let old = RawPeer::start(&rt, &v.p2p()[0], Format::Wire);
     let (uuid, mut e) = good_event("5561101");
     e["source_ip"] = "9.9.9.9:5060".into();
     e["created_by_node_id"] = old.signer.node_id().hyphenated().to_string().into();
@@ -200,13 +209,13 @@ fn a_real_nodes_event_re_signed_by_another_key_is_refused_whatever_node_id_it_cl
     let mut blamed = event_of(&genuine);
     blamed["source_ip"] = "9.9.9.9:5060".into();
     // The author's node id kept, signed with another key.
-    let keeps_id = RawPeer::start(&rt, &target, true);
+    let keeps_id = RawPeer::start(&rt, &target, Format::Wire);
     keeps_id.publish(keeps_id.signer.seal(blamed.to_string().as_bytes()));
     // Under the re-signer's own node id, blaming an innocent address...
-    let own_id = RawPeer::start(&rt, &target, true);
+    let own_id = RawPeer::start(&rt, &target, Format::Wire);
     own_id.publish(own_id.seal(&blamed));
     // ... or exactly as the author wrote it: the UUID is the author's.
-    let as_is = RawPeer::start(&rt, &target, true);
+    let as_is = RawPeer::start(&rt, &target, Format::Wire);
     as_is.publish(as_is.seal(&event_of(&genuine)));
 
     wait_rejected(&v, 3);
@@ -232,29 +241,41 @@ fn replays_of_a_week_old_or_an_already_held_event_are_never_taken_again() {
     let (_h, uuid, genuine) = honest_author(&v, "5563001");
     let target = v.p2p()[0].clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // A real node's event, published again by another peer.
-    let replayer = RawPeer::start(&rt, &target, true);
+    // A real node's event, published again by another peer: as it is (the same message,
+    // whose id is its content), and re-encoded (another message carrying the same signed
+    // event). Neither is a second report. A week and a day old one last: refused, and (from
+    // the same peer, in order) proof that the ones before it were judged.
+    let replayer = RawPeer::start(&rt, &target, Format::Wire);
     replayer.publish(genuine.clone());
+    replayer.publish(re_encoded(&genuine));
+    let (old, mut e) = good_event("5563004");
+    e["source_ip"] = "9.9.9.9:5060".into();
+    e["event_timestamp"] = days_ago(8).into();
+    replayer.publish(replayer.seal(&e));
     wait_rejected(&v, 1);
-    wait_refusals(&v, "published by a peer other than its author", 1);
+    wait_refusals(&v, "older than seven days", 1);
+    assert_eq!(v.counter("peer_events_accepted"), 1, "the genuine one only");
+    assert_eq!(rows_with_uuid(&v, &uuid), 1);
+    assert_eq!(rows_with_uuid(&v, &old), 0);
 
-    // Its own event, taken once, then sent again: a duplicate, not a second report. A week
-    // and a day old one last: refused, and (from the same peer, in order) proof that the
-    // duplicate before it was judged.
-    let writer = RawPeer::start(&rt, &target, true);
+    // Its own event, taken once, then sent again (re-encoded: the same bytes again would be
+    // the same message, which gossipsub does not send twice): a duplicate, not a second
+    // report. A week and a day old one last: refused, and (from the same peer, in order) proof
+    // that the duplicate before it was judged.
+    let writer = RawPeer::start(&rt, &target, Format::Wire);
     let (fresh, mut e) = good_event("5563002");
     e["source_ip"] = "192.0.2.77:5060".into();
     let sealed = writer.seal(&e);
     writer.publish(sealed.clone());
     assert!(poll(DEFAULT_WAIT, || rows_with_uuid(&v, &fresh) == 1));
-    writer.publish(sealed);
+    writer.publish(re_encoded(&sealed));
     let (stale, mut e) = good_event("5563003");
     e["source_ip"] = "9.9.9.9:5060".into();
     e["event_timestamp"] = days_ago(8).into();
     writer.publish(writer.seal(&e));
 
     wait_rejected(&v, 2);
-    wait_refusals(&v, "older than seven days", 1);
+    wait_refusals(&v, "older than seven days", 2);
     assert_eq!(rows_with_uuid(&v, &uuid), 1);
     assert_eq!(rows_with_uuid(&v, &fresh), 1);
     assert_eq!(rows_with_uuid(&v, &stale), 0);
@@ -288,7 +309,7 @@ fn a_real_nodes_event_altered_in_any_field_fails_its_signature() {
     // a peer that goes away may take what it published with it.
     let mut relays = Vec::new();
     for (field, value) in &changes {
-        let relay = RawPeer::start(&rt, &target, true);
+        let relay = RawPeer::start(&rt, &target, Format::Wire);
         relay.publish(altered(&genuine, field, value.clone()));
         relays.push(relay);
     }
@@ -305,7 +326,7 @@ fn a_real_nodes_event_altered_in_any_field_fails_its_signature() {
 
 #[derive(NetworkBehaviour)]
 struct HostileBehaviour {
-    gossipsub: gossipsub::Behaviour,
+    gossipsub: gossipsub::Behaviour<wire::Deflate>,
     catch_up: request_response::cbor::Behaviour<Request, Response>,
 }
 
@@ -331,13 +352,10 @@ impl HostileServer {
                     yamux::Config::default,
                 )
                 .unwrap()
-                .with_behaviour(|key| HostileBehaviour {
+                .with_behaviour(|_| HostileBehaviour {
                     gossipsub: gossipsub::Behaviour::new(
-                        MessageAuthenticity::Signed(key.clone()),
-                        gossipsub::ConfigBuilder::default()
-                            .validation_mode(ValidationMode::Strict)
-                            .build()
-                            .unwrap(),
+                        MessageAuthenticity::Anonymous,
+                        wire::config_builder().build().unwrap(),
                     )
                     .unwrap(),
                     catch_up: request_response::cbor::Behaviour::new(

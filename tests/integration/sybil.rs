@@ -1,6 +1,8 @@
 //! A hostile peer that cycles through fresh identities: for each, a new key and a new libp2p
 //! swarm that dials the target, floods it with catch-up requests, answers the target's own
-//! catch-up requests with pages of made-up (valid) events, holds on for a moment and goes. Used
+//! catch-up requests with pages of made-up events signed under that identity's key (so they
+//! pass every check a receiver applies, as a real malicious node's would), holds on for a
+//! moment and goes. Used
 //! by `p2p_bounds` and by the `p2p_hostile` benchmark (which includes this file), so it depends
 //! on nothing else in the test crate.
 
@@ -11,6 +13,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, SwarmBuilder, identity, noise, tcp, yamux};
 use sentrypeer::p2p::catchup::{self, Cursor, Request, Response};
+use sentrypeer::p2p::validate::Signer;
 use tokio::task::JoinSet;
 
 /// What the hostile peer does with each identity.
@@ -86,14 +89,15 @@ pub async fn run(target: Multiaddr, flood: Flood) -> Tally {
     total
 }
 
-/// A made-up event, valid by every rule a receiver applies (public source, fresh timestamp).
-fn made_up_event(n: u64) -> String {
-    serde_json::json!({
+/// A made-up event, valid by every rule a receiver applies (public source, fresh timestamp,
+/// the signer's node id), in its signed envelope.
+fn made_up_event(signer: &Signer, n: u64) -> String {
+    let event = serde_json::json!({
         "app_name": "sentrypeer",
         "app_version": "hostile",
         "event_timestamp": sentrypeer::event::format_timestamp(SystemTime::now()),
         "event_uuid": uuid::Uuid::new_v4().hyphenated().to_string(),
-        "created_by_node_id": uuid::Uuid::new_v4().hyphenated().to_string(),
+        "created_by_node_id": signer.node_id().hyphenated().to_string(),
         "collected_method": "passive",
         "transport_type": "UDP",
         "source_ip": format!("8.8.{}.{}:5060", (n >> 8) & 0xff, n & 0xff),
@@ -103,7 +107,8 @@ fn made_up_event(n: u64) -> String {
         "sip_user_agent": "friendly-scanner",
         "sip_message": "OPTIONS sip:100@198.51.100.10 SIP/2.0\r\n\r\n",
     })
-    .to_string()
+    .to_string();
+    String::from_utf8(signer.seal(event.as_bytes())).expect("an envelope is JSON text")
 }
 
 type Behaviour = request_response::cbor::Behaviour<Request, Response>;
@@ -115,6 +120,7 @@ async fn one(target: Multiaddr, flood: Flood) -> Tally {
         ..Tally::default()
     };
     let key = identity::Keypair::generate_ed25519();
+    let signer = Signer::new(&key).expect("an ed25519 key");
     let Ok(builder) = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -214,7 +220,7 @@ async fn one(target: Multiaddr, flood: Flood) -> Tally {
                                 let events: Vec<String> = (0..n)
                                     .map(|_| {
                                         made += 1;
-                                        made_up_event(made)
+                                        made_up_event(&signer, made)
                                     })
                                     .collect();
                                 t.pages_given += 1;
