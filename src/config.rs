@@ -53,6 +53,9 @@ struct FileConfig {
     syslog: Option<bool>,
     syslog_socket: Option<PathBuf>,
     server_header: Option<String>,
+    sip_persona: Option<String>,
+    sip_accept_register_after: Option<u32>,
+    sip_trap_passwords: Option<PathBuf>,
     verbose: Option<bool>,
     debug: Option<bool>,
     webhook_url: Option<String>,
@@ -127,6 +130,8 @@ pub struct Config {
     pub tls_files: TlsFiles,
     pub responsive: bool,
     pub server_header: String,
+    /// Persona, trap passwords and fake success of responsive mode.
+    pub trap: crate::capture::trap::TrapConfig,
     pub syslog: Option<PathBuf>,
     pub verbose: bool,
     pub debug: bool,
@@ -384,6 +389,31 @@ impl Config {
             .map(|n| crate::output::kernel_sets::ipset::IpsetConfig::new(&n))
             .transpose()?;
 
+        let trap =
+            crate::capture::trap::TrapConfig::resolve(crate::capture::trap::RawTrapConfig {
+                persona: cli.sip_persona.or(file.sip_persona),
+                accept_after: cli
+                    .sip_accept_register_after
+                    .or(file.sip_accept_register_after.map(|n| n.to_string())),
+                trap_passwords: cli.sip_trap_passwords.or(file.sip_trap_passwords),
+            })?;
+        let responsive = on(
+            cli.sip_responsive,
+            "SENTRYPEER_SIP_RESPONSIVE",
+            file.sip_responsive,
+        );
+        if !responsive && trap.accept_after.is_some() {
+            warnings.push(
+                "--sip-accept-register-after is set but responsive mode is off (no -r): no REGISTER is ever answered.".to_string(),
+            );
+        }
+        if !responsive && trap.persona != crate::sip::persona::Persona::Default {
+            warnings.push(
+                "--sip-persona is set but responsive mode is off (no -r): nothing is answered."
+                    .to_string(),
+            );
+        }
+
         Ok(Config {
             db_file: cli
                 .db_file
@@ -405,15 +435,12 @@ impl Config {
                     .or(file.key)
                     .unwrap_or_else(|| PathBuf::from("./key.pem")),
             },
-            responsive: on(
-                cli.sip_responsive,
-                "SENTRYPEER_SIP_RESPONSIVE",
-                file.sip_responsive,
-            ),
+            responsive,
             server_header: cli
                 .server_header
                 .or(file.server_header)
-                .unwrap_or_else(|| DEFAULT_SERVER_HEADER.into()),
+                .unwrap_or_else(|| trap.persona.agent().unwrap_or(DEFAULT_SERVER_HEADER).into()),
+            trap,
             syslog,
             verbose: on(cli.verbose, "SENTRYPEER_VERBOSE", file.verbose),
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),

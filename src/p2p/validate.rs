@@ -267,6 +267,9 @@ pub fn encode(event: &Event, node_id: Uuid, own: &HashSet<IpAddr>) -> Vec<u8> {
     });
     let mut json = event.to_json();
     json.received_from_peer = None;
+    // What an attacker tried to log in as, and what the node let it do, stay here.
+    json.sip_auth_username = None;
+    json.registered_attacker = false;
     json.created_by_node_id = node_id.hyphenated().to_string();
     json.sip_message = cut(&hidden, MAX_SIP_MESSAGE_BYTES);
     json.destination_ip =
@@ -591,6 +594,8 @@ fn parse_event(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, I
         message: w.sip_message,
         origin: Origin::Local,
         signed: None,
+        sip_auth: None,
+        registered_attacker: false,
     })
 }
 
@@ -1435,6 +1440,7 @@ mod tests {
             node_id: Uuid::nil(),
             responsive: false,
             server_header: String::new(),
+            trap: std::sync::Arc::new(crate::capture::trap::Trap::new(Default::default())),
         };
         for b in 0..=255_u8 {
             let msg = format!(

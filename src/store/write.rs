@@ -54,6 +54,20 @@ const INSERT_HONEY: &str =
   received_from_peer, destination_ip)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
+const INSERT_SIP_AUTH: &str = "INSERT OR IGNORE INTO sentrypeer_sip_auth (event_uuid,
+  event_timestamp, source_ip, method, username, auth_header, realm, uri, response, own_nonce,
+  trap_password_matched, registered_attacker)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const UPSERT_USERNAME: &str = "INSERT INTO sentrypeer_usernames
+  (username, seen_last, seen_last_ms, seen_count) VALUES (?1, ?2, ?3, ?4)
+  ON CONFLICT(username) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+    seen_last_ms = max(seen_last_ms, excluded.seen_last_ms),
+    seen_count = seen_count + excluded.seen_count";
+
+const INSERT_REGISTERED: &str = "INSERT OR IGNORE INTO sentrypeer_registered_events
+  (event_uuid, event_timestamp, source_ip, method, called_number) VALUES (?1, ?2, ?3, ?4, ?5)";
+
 /// A peer's event in the form its author signed, kept to serve it on in catch-up.
 const INSERT_SIGNED: &str = "INSERT OR IGNORE INTO sentrypeer_signed_events
   (event_uuid, author, at_ms, payload) VALUES (?1, ?2, ?3, ?4)";
@@ -155,6 +169,17 @@ impl Writer {
                (SELECT honey_id FROM honey WHERE event_timestamp < ?1 LIMIT ?2)",
             rusqlite::params![cutoff, PRUNE_STEP_ROWS],
         )?;
+        // The credential rows of the same events go with them (the usernames summary stays,
+        // as the other summaries do).
+        for table in ["sentrypeer_sip_auth", "sentrypeer_registered_events"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE event_uuid IN
+                       (SELECT event_uuid FROM {table} WHERE event_timestamp < ?1 LIMIT ?2)"
+                ),
+                rusqlite::params![cutoff, PRUNE_STEP_ROWS],
+            )?;
+        }
         tx.execute(
             "UPDATE sentrypeer_retention SET pruning = 0, pruned = pruned + ?1 WHERE id = 1",
             [n as i64],
@@ -189,6 +214,8 @@ impl Writer {
         // The summaries change once per distinct address and number, not once per event.
         let mut ips: HashMap<String, Sighting<'_>> = HashMap::new();
         let mut numbers: HashMap<&str, Sighting<'_>> = HashMap::new();
+        // username → (newest timestamp, its ms, events in this batch)
+        let mut usernames: HashMap<&str, (&str, i64, i64)> = HashMap::new();
         let mut new_own = Vec::new();
         let tx = self.conn.transaction()?;
         {
@@ -213,6 +240,43 @@ impl Writer {
                     e.destination.to_string(),
                 ])?;
                 let ms = timestamp_ms(&e.timestamp).unwrap_or(0);
+                if let Some(a) = &e.sip_auth {
+                    let digest = a.digest.as_ref();
+                    tx.prepare_cached(INSERT_SIP_AUTH)?
+                        .execute(rusqlite::params![
+                            e.uuid.hyphenated().to_string(),
+                            e.timestamp,
+                            ip,
+                            e.method,
+                            a.username,
+                            digest.map(|d| d.header),
+                            digest.map(|d| d.realm.as_str()),
+                            digest.map(|d| d.uri.as_str()),
+                            digest.map(|d| d.response.as_str()),
+                            digest.is_some_and(|d| d.own_nonce),
+                            digest.is_some_and(|d| d.trap_password_matched),
+                            e.registered_attacker,
+                        ])?;
+                    let u = usernames.entry(a.username.as_str()).or_insert((
+                        e.timestamp.as_str(),
+                        ms,
+                        0,
+                    ));
+                    if (e.timestamp.as_str(), ms) > (u.0, u.1) {
+                        (u.0, u.1) = (e.timestamp.as_str(), ms);
+                    }
+                    u.2 += 1;
+                }
+                if e.registered_attacker {
+                    tx.prepare_cached(INSERT_REGISTERED)?
+                        .execute(rusqlite::params![
+                            e.uuid.hyphenated().to_string(),
+                            e.timestamp,
+                            ip,
+                            e.method,
+                            e.called_number,
+                        ])?;
+                }
                 if let (Some(payload), Origin::Peer(author)) = (&e.signed, &e.origin) {
                     tx.prepare_cached(INSERT_SIGNED)?
                         .execute(rusqlite::params![
@@ -256,6 +320,10 @@ impl Writer {
             }
             for ip in &new_own {
                 self.actors.unlist(&tx, Kind::Ip, ip)?;
+            }
+            for (username, (seen_last, ms, count)) in &usernames {
+                tx.prepare_cached(UPSERT_USERNAME)?
+                    .execute(rusqlite::params![username, seen_last, ms, count])?;
             }
             self.actors.finish(&tx)?;
             super::set_watermark(&tx, honey_id)?;
