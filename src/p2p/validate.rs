@@ -845,6 +845,19 @@ mod tests {
     }
 
     #[test]
+    fn what_an_attacker_tried_and_its_registration_stay_on_this_node() {
+        let mut e = event();
+        e.sip_auth = Some(Box::new(crate::event::SipAuth {
+            username: "100".into(),
+            digest: None,
+        }));
+        e.registered_attacker = true;
+        let v = wire(&e);
+        assert!(v.get("sip_auth_username").is_none(), "{v}");
+        assert!(v.get("registered_attacker").is_none(), "{v}");
+    }
+
+    #[test]
     fn a_local_event_round_trips_signed_by_its_author_with_the_sensor_address_hidden() {
         let e = event();
         let bytes = encode(&e, SIGNER.node_id(), &none());

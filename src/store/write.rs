@@ -432,4 +432,78 @@ mod tests {
             .unwrap();
         assert_eq!(honey, 4, "the events themselves stay");
     }
+
+    fn tried(ms: i64, username: &str, registered: bool) -> Arc<Event> {
+        let mut e = (*at(ms, Origin::Local, None)).clone();
+        e.method = "REGISTER".into();
+        e.sip_auth = Some(Box::new(crate::event::SipAuth {
+            username: username.into(),
+            digest: Some(crate::event::DigestAttempt {
+                header: "Authorization",
+                realm: "asterisk".into(),
+                uri: "sip:192.0.2.1".into(),
+                response: "0123456789abcdef0123456789abcdef".into(),
+                own_nonce: true,
+                trap_password_matched: registered,
+            }),
+        }));
+        e.registered_attacker = registered;
+        Arc::new(e)
+    }
+
+    #[test]
+    fn credentials_usernames_and_registered_events_are_written_and_pruned_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        w.write_batch(&[
+            tried(T0 - 8 * DAY_MS, "100", false),
+            tried(T0 - DAY_MS, "100", false),
+            tried(T0, "admin", true),
+            at(T0, Origin::Local, None),
+        ])
+        .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM sentrypeer_sip_auth"), 3);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sentrypeer_sip_auth WHERE trap_password_matched AND registered_attacker AND own_nonce AND username = 'admin'"
+            ),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM sentrypeer_registered_events"),
+            1
+        );
+        let usernames = |conn: &Connection| -> Vec<(String, i64)> {
+            let mut stmt = conn
+                .prepare("SELECT username, seen_count FROM sentrypeer_usernames ORDER BY username")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            usernames(&conn),
+            [("100".to_string(), 2), ("admin".to_string(), 1)]
+        );
+        let newest: String = conn
+            .query_row(
+                "SELECT seen_last FROM sentrypeer_usernames WHERE username = '100'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(newest, tried(T0 - DAY_MS, "100", false).timestamp);
+
+        // Retention takes the per-event rows with their events; the summary keeps its count.
+        assert_eq!(w.prune_before(T0 - 7 * DAY_MS).unwrap(), 1);
+        assert_eq!(count("SELECT count(*) FROM sentrypeer_sip_auth"), 2);
+        assert_eq!(
+            usernames(&conn),
+            [("100".to_string(), 2), ("admin".to_string(), 1)]
+        );
+    }
 }
