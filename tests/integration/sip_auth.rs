@@ -643,3 +643,169 @@ fn each_persona_challenges_in_its_products_format() {
         println!("--sip-persona {persona:?} challenges with: {www}");
     }
 }
+
+/// A SIP request from `port` on loopback, as a raw tool would send it.
+fn raw(method: &str, user: &str, port: u16, call_id: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:{user}@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{call_id};rport\r\n\
+         From: <sip:100@127.0.0.1>;tag=caller\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:100@127.0.0.1:{port}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn receive(s: &UdpSocket) -> Option<String> {
+    let mut buf = [0u8; 8192];
+    let n = s.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn header_of<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.split("\r\n").find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn a_registered_source_is_hung_up_on_in_the_dialog_and_still_held_to_the_reply_budget() {
+    // 0: the first answer with our nonce is accepted, whatever its password.
+    let node = Node::start(&["-r", "--sip-accept-register-after", "0"]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(DEFAULT_WAIT)).unwrap();
+    let port = s.local_addr().unwrap().port();
+    s.send_to(&raw("REGISTER", "100", port, "reg", ""), node.udp[0])
+        .unwrap();
+    let challenge = receive(&s).unwrap();
+    let www = header_of(&challenge, "WWW-Authenticate").unwrap();
+    let nonce = www
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let auth = format!(
+        "Authorization: Digest username=\"100\",realm=\"asterisk\",nonce=\"{nonce}\",uri=\"sip:127.0.0.1\",response=\"00000000000000000000000000000000\",algorithm=MD5\r\nExpires: 600\r\n"
+    );
+    s.send_to(&raw("REGISTER", "100", port, "reg", &auth), node.udp[0])
+        .unwrap();
+    let ok = receive(&s).unwrap();
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+    assert_eq!(header_of(&ok, "Expires"), Some("600"));
+    // A made-up nonce never registers anyone.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    other.set_read_timeout(Some(DEFAULT_WAIT)).unwrap();
+    let forged = auth.replace(nonce, "0123456789abcdef0123456789abcdef");
+    let other_port = other.local_addr().unwrap().port();
+    other
+        .send_to(
+            &raw("REGISTER", "100", other_port, "forged", &forged),
+            node.udp[0],
+        )
+        .unwrap();
+    assert!(
+        receive(&other)
+            .unwrap()
+            .starts_with("SIP/2.0 403 Forbidden\r\n")
+    );
+
+    // One call: answered like a PBX, then hung up in the dialog, from the node's address.
+    let started = std::time::Instant::now();
+    s.send_to(
+        &raw("INVITE", "900442037690000", port, "call-1", ""),
+        node.udp[0],
+    )
+    .unwrap();
+    let answers: Vec<String> = (0..3).map(|_| receive(&s).unwrap()).collect();
+    let firsts: Vec<&str> = answers.iter().map(|a| a.lines().next().unwrap()).collect();
+    assert_eq!(
+        firsts,
+        [
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 200 OK"
+        ]
+    );
+    let to = header_of(&answers[2], "To").unwrap();
+    let (bye, from) = {
+        let mut buf = [0u8; 8192];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    };
+    let waited = started.elapsed();
+    assert_eq!(from, node.udp[0]);
+    assert!(bye.starts_with("BYE sip:100@127.0.0.1:"), "{bye}");
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "hung up after {waited:?}"
+    );
+    assert_eq!(header_of(&bye, "Call-ID"), Some("call-1"));
+    assert_eq!(
+        header_of(&bye, "From"),
+        Some(to),
+        "our To tag is the BYE's From tag"
+    );
+    assert_eq!(
+        header_of(&bye, "To"),
+        Some("<sip:100@127.0.0.1>;tag=caller")
+    );
+
+    // A flood of calls from the registered source gets no more answers than any source.
+    let flood = 300;
+    let sent = std::time::Instant::now();
+    for i in 0..flood {
+        s.send_to(
+            &raw("INVITE", "900442037690000", port, &format!("flood-{i}"), ""),
+            node.udp[0],
+        )
+        .unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut replies = 0u64;
+    while let Some(r) = receive(&s) {
+        if r.starts_with("SIP/2.0 ") {
+            replies += 1;
+        }
+    }
+    // The budget: a burst of 200 replies, then 100 a second.
+    let budget = 200 + 100 * (sent.elapsed().as_secs() + 1);
+    println!("{flood} INVITEs from a registered source: {replies} replies (budget {budget})");
+    assert!(replies <= budget, "{replies} replies > {budget}");
+    assert!(node.counter("replies_rate_limited") > 0);
+}
+
+#[test]
+fn bad_credential_settings_exit_2_naming_the_option() {
+    for (args, option) in [
+        (
+            vec!["--sip-accept-register-after", "many"],
+            "--sip-accept-register-after",
+        ),
+        (
+            vec!["--sip-trap-passwords", "/nonexistent/traps"],
+            "--sip-trap-passwords",
+        ),
+        (vec!["--sip-persona", "opensips"], "--sip-persona"),
+    ] {
+        let out = Command::new(bin())
+            .args([
+                "-r",
+                "-N",
+                "--udp-listen",
+                "127.0.0.1:0",
+                "--tcp-listen",
+                "127.0.0.1:0",
+            ])
+            .args(&args)
+            .env_remove("SENTRYPEER_SIP_PERSONA")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+}
