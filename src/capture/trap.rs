@@ -39,8 +39,9 @@ pub const DEFAULT_EXPIRES: u32 = 3600;
 /// The least registration time granted to a request asking for a positive time.
 pub const MIN_EXPIRES: u32 = 60;
 /// The most trap passwords: each Digest answer with our nonce is checked against all of them
-/// (one MD5 each), so this bounds the work one request can cause.
-pub const MAX_TRAP_PASSWORDS: usize = 256;
+/// (two MD5s each), so this bounds the work one request can cause to about what writing its
+/// event costs. Bait lists are short: the passwords guessers try first.
+pub const MAX_TRAP_PASSWORDS: usize = 64;
 /// The longest trap password, in bytes.
 pub const MAX_TRAP_PASSWORD_BYTES: usize = 128;
 /// The most times `--sip-accept-register-after` may ask for.
@@ -266,11 +267,9 @@ impl Trap {
             .nonce
             .is_some_and(|n| self.is_own_nonce(n, source, now_secs));
         let trap_password_matched = own_nonce
-            && self
-                .config
-                .trap_passwords
-                .iter()
-                .any(|p| creds.is_digest_of(p, method));
+            && creds
+                .matching_password(&self.config.trap_passwords, method)
+                .is_some();
         Checked {
             own_nonce,
             trap_password_matched,

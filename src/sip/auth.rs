@@ -160,11 +160,23 @@ pub fn unquote(value: &str) -> String {
 
 impl Credentials<'_> {
     /// Whether these credentials are the MD5 digest of `password` for a request with `method`
-    /// (RFC 2617 §3.2.2: `qop=auth` or no qop; `MD5` or no algorithm; and sipvicious' RFC 2069
-    /// answer labelled `qop=auth`). Anything else (`auth-int`, `MD5-sess`, SHA-256, a missing
-    /// parameter) is never a match.
+    /// (see [`Credentials::matching_password`]).
     #[must_use]
     pub fn is_digest_of(&self, password: &str, method: &str) -> bool {
+        self.matching_password(std::slice::from_ref(&password), method)
+            .is_some()
+    }
+
+    /// The first of `passwords` whose MD5 digest these credentials are, for a request with
+    /// `method` (RFC 2617 §3.2.2: `qop=auth` or no qop; `MD5` or no algorithm; and sipvicious'
+    /// RFC 2069 answer labelled `qop=auth`). Anything else (`auth-int`, `MD5-sess`, SHA-256, a
+    /// missing parameter) matches none. Two MD5s per password, one for them all.
+    #[must_use]
+    pub fn matching_password<'p, P: AsRef<str>>(
+        &self,
+        passwords: &'p [P],
+        method: &str,
+    ) -> Option<&'p P> {
         let (Some(username), Some(realm), Some(nonce), Some(uri), Some(response)) = (
             self.username,
             self.realm,
@@ -172,14 +184,14 @@ impl Credentials<'_> {
             self.uri,
             self.response,
         ) else {
-            return false;
+            return None;
         };
         if !self.scheme.eq_ignore_ascii_case("Digest")
             || self
                 .algorithm
                 .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
         {
-            return false;
+            return None;
         }
         let qop = match self.qop {
             None => None,
@@ -188,20 +200,24 @@ impl Credentials<'_> {
                 // sipvicious writes `qop=auth` without nc and cnonce, having computed the
                 // RFC 2069 form: the password is still told.
                 (None, None) => None,
-                _ => return false,
+                _ => return None,
             },
-            Some(_) => return false,
+            Some(_) => return None,
         };
-        let expected = digest_response(
-            &unquote(username),
-            &unquote(realm),
-            password,
-            method,
-            uri,
-            nonce,
-            qop,
-        );
-        expected.eq_ignore_ascii_case(response)
+        let (username, realm) = (unquote(username), unquote(realm));
+        let ha2 = md5_hex(&[method, ":", uri]);
+        passwords.iter().find(|password| {
+            let ha1 = md5_hex(&[&username, ":", &realm, ":", password.as_ref()]);
+            let expected = response_from(&ha1, nonce, qop, &ha2);
+            expected.eq_ignore_ascii_case(response)
+        })
+    }
+}
+
+fn response_from(ha1: &str, nonce: &str, qop: Option<(&str, &str)>, ha2: &str) -> String {
+    match qop {
+        Some((nc, cnonce)) => md5_hex(&[ha1, ":", nonce, ":", nc, ":", cnonce, ":auth:", ha2]),
+        None => md5_hex(&[ha1, ":", nonce, ":", ha2]),
     }
 }
 
@@ -219,10 +235,7 @@ pub fn digest_response(
 ) -> String {
     let ha1 = md5_hex(&[username, ":", realm, ":", password]);
     let ha2 = md5_hex(&[method, ":", uri]);
-    match qop {
-        Some((nc, cnonce)) => md5_hex(&[&ha1, ":", nonce, ":", nc, ":", cnonce, ":auth:", &ha2]),
-        None => md5_hex(&[&ha1, ":", nonce, ":", &ha2]),
-    }
+    response_from(&ha1, nonce, qop, &ha2)
 }
 
 fn md5_hex(parts: &[&str]) -> String {
