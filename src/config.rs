@@ -656,6 +656,58 @@ mod tests {
     }
 
     #[test]
+    fn credential_traps_come_from_flags_or_the_file_and_the_persona_names_the_server() {
+        use crate::sip::persona::Persona;
+        let c = resolve(&[], &env(&[])).unwrap();
+        assert_eq!(c.trap, crate::capture::trap::TrapConfig::default());
+        assert_eq!(c.server_header, DEFAULT_SERVER_HEADER);
+
+        let dir = tempfile::tempdir().unwrap();
+        let traps = dir.path().join("traps.txt");
+        std::fs::write(&traps, "1234\n").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "sip_responsive = true\nsip_persona = \"kamailio\"\nsip_accept_register_after = 5\nsip_trap_passwords = {:?}\n",
+                traps.display().to_string()
+            ),
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = resolve(&["-g", p], &env(&[])).unwrap();
+        assert_eq!(c.trap.persona, Persona::Kamailio);
+        assert_eq!(c.trap.accept_after, Some(5));
+        assert_eq!(c.trap.trap_passwords, ["1234"]);
+        assert_eq!(c.server_header, "kamailio (5.6.3 (x86_64/linux))");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = resolve(
+            &[
+                "-g",
+                p,
+                "--sip-persona",
+                "cisco",
+                "--sip-accept-register-after",
+                "2",
+                "--server-header",
+                "Mine",
+            ],
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.trap.persona, c.trap.accept_after),
+            (Persona::Cisco, Some(2))
+        );
+        assert_eq!(c.server_header, "Mine");
+
+        // Without -r nothing is answered: said once at startup.
+        let c = resolve(&["--sip-accept-register-after", "2"], &env(&[])).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_addresses_name_the_option() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
