@@ -30,6 +30,8 @@ fn events(n: usize, start: u64, numbers: u64) -> Vec<Arc<Event>> {
                 message: "INVITE sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK1\r\nFrom: <sip:100@198.51.100.9>;tag=1\r\nTo: <sip:100@198.51.100.1>\r\nCall-ID: 1@198.51.100.9\r\nCSeq: 1 INVITE\r\nUser-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n".repeat(2),
                 origin: Origin::Local,
                 signed: None,
+                sip_auth: None,
+                registered_attacker: false,
             })
         })
         .collect()

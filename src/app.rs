@@ -239,6 +239,7 @@ impl RunningApp {
             node_id,
             config.responsive,
             config.server_header.clone(),
+            config.trap.clone(),
         ));
         let mut bound = Bound::default();
         for s in sockets.udp {

@@ -451,6 +451,35 @@ pub struct Cli {
     )]
     pub server_header: Option<String>,
 
+    /// Look like this product in SIP replies (with -r): its Server or User-Agent, realm, nonce
+    /// format, Allow / Supported lists and reason phrases [default: the node's own FreePBX look]
+    #[arg(
+        long = "sip-persona",
+        env = "SENTRYPEER_SIP_PERSONA",
+        value_name = "NAME",
+        value_parser = ["asterisk", "freepbx", "kamailio", "cisco", "yealink"]
+    )]
+    pub sip_persona: Option<String>,
+
+    /// Fake success (with -r): accept a REGISTER (200 OK) after N refused attempts from one
+    /// source, then answer its calls like a PBX (ring, answer, hang up; no media) so its
+    /// dialled numbers are recorded
+    #[arg(
+        long = "sip-accept-register-after",
+        env = "SENTRYPEER_SIP_ACCEPT_REGISTER_AFTER",
+        value_name = "N"
+    )]
+    pub sip_accept_register_after: Option<String>,
+
+    /// Passwords (one a line) whose use is recorded and, with -r, accepted at once as a
+    /// successful REGISTER
+    #[arg(
+        long = "sip-trap-passwords",
+        env = "SENTRYPEER_SIP_TRAP_PASSWORDS",
+        value_name = "FILE"
+    )]
+    pub sip_trap_passwords: Option<PathBuf>,
+
     /// Verbose: one line per event on standard output (env SENTRYPEER_VERBOSE)
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,

@@ -53,6 +53,9 @@ struct FileConfig {
     syslog: Option<bool>,
     syslog_socket: Option<PathBuf>,
     server_header: Option<String>,
+    sip_persona: Option<String>,
+    sip_accept_register_after: Option<u32>,
+    sip_trap_passwords: Option<PathBuf>,
     verbose: Option<bool>,
     debug: Option<bool>,
     webhook_url: Option<String>,
@@ -127,6 +130,8 @@ pub struct Config {
     pub tls_files: TlsFiles,
     pub responsive: bool,
     pub server_header: String,
+    /// Persona, trap passwords and fake success of responsive mode.
+    pub trap: crate::capture::trap::TrapConfig,
     pub syslog: Option<PathBuf>,
     pub verbose: bool,
     pub debug: bool,
@@ -384,6 +389,31 @@ impl Config {
             .map(|n| crate::output::kernel_sets::ipset::IpsetConfig::new(&n))
             .transpose()?;
 
+        let trap =
+            crate::capture::trap::TrapConfig::resolve(crate::capture::trap::RawTrapConfig {
+                persona: cli.sip_persona.or(file.sip_persona),
+                accept_after: cli
+                    .sip_accept_register_after
+                    .or(file.sip_accept_register_after.map(|n| n.to_string())),
+                trap_passwords: cli.sip_trap_passwords.or(file.sip_trap_passwords),
+            })?;
+        let responsive = on(
+            cli.sip_responsive,
+            "SENTRYPEER_SIP_RESPONSIVE",
+            file.sip_responsive,
+        );
+        if !responsive && trap.accept_after.is_some() {
+            warnings.push(
+                "--sip-accept-register-after is set but responsive mode is off (no -r): no REGISTER is ever answered.".to_string(),
+            );
+        }
+        if !responsive && trap.persona != crate::sip::persona::Persona::Default {
+            warnings.push(
+                "--sip-persona is set but responsive mode is off (no -r): nothing is answered."
+                    .to_string(),
+            );
+        }
+
         Ok(Config {
             db_file: cli
                 .db_file
@@ -405,15 +435,12 @@ impl Config {
                     .or(file.key)
                     .unwrap_or_else(|| PathBuf::from("./key.pem")),
             },
-            responsive: on(
-                cli.sip_responsive,
-                "SENTRYPEER_SIP_RESPONSIVE",
-                file.sip_responsive,
-            ),
+            responsive,
             server_header: cli
                 .server_header
                 .or(file.server_header)
-                .unwrap_or_else(|| DEFAULT_SERVER_HEADER.into()),
+                .unwrap_or_else(|| trap.persona.agent().unwrap_or(DEFAULT_SERVER_HEADER).into()),
+            trap,
             syslog,
             verbose: on(cli.verbose, "SENTRYPEER_VERBOSE", file.verbose),
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
@@ -626,6 +653,58 @@ mod tests {
         let c = resolve(&["-g", p, "-z", "127.0.0.1:9061", "-t", "x.pem"], &env(&[])).unwrap();
         assert_eq!(c.tls[0].addr, "127.0.0.1:9061".parse().unwrap());
         assert_eq!(c.tls_files.cert, PathBuf::from("x.pem"));
+    }
+
+    #[test]
+    fn credential_traps_come_from_flags_or_the_file_and_the_persona_names_the_server() {
+        use crate::sip::persona::Persona;
+        let c = resolve(&[], &env(&[])).unwrap();
+        assert_eq!(c.trap, crate::capture::trap::TrapConfig::default());
+        assert_eq!(c.server_header, DEFAULT_SERVER_HEADER);
+
+        let dir = tempfile::tempdir().unwrap();
+        let traps = dir.path().join("traps.txt");
+        std::fs::write(&traps, "1234\n").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "sip_responsive = true\nsip_persona = \"kamailio\"\nsip_accept_register_after = 5\nsip_trap_passwords = {:?}\n",
+                traps.display().to_string()
+            ),
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = resolve(&["-g", p], &env(&[])).unwrap();
+        assert_eq!(c.trap.persona, Persona::Kamailio);
+        assert_eq!(c.trap.accept_after, Some(5));
+        assert_eq!(c.trap.trap_passwords, ["1234"]);
+        assert_eq!(c.server_header, "kamailio (5.6.3 (x86_64/linux))");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = resolve(
+            &[
+                "-g",
+                p,
+                "--sip-persona",
+                "cisco",
+                "--sip-accept-register-after",
+                "2",
+                "--server-header",
+                "Mine",
+            ],
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.trap.persona, c.trap.accept_after),
+            (Persona::Cisco, Some(2))
+        );
+        assert_eq!(c.server_header, "Mine");
+
+        // Without -r nothing is answered: said once at startup.
+        let c = resolve(&["--sip-accept-register-after", "2"], &env(&[])).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
 
     #[test]

@@ -102,6 +102,50 @@ pub struct Event {
     /// (`p2p::validate`), which the database keeps so that catch-up can serve it on. `None`
     /// for this node's own events (signed when shared).
     pub signed: Option<Arc<[u8]>>,
+    /// The account the request tried: its Digest credentials, or the extension a REGISTER
+    /// without them asks for. This node's own events only; never shared with peers.
+    pub sip_auth: Option<Box<SipAuth>>,
+    /// Sent by a source the node let "register" (`--sip-accept-register-after`,
+    /// `--sip-trap-passwords`) while its registration lasts. This node's own events only.
+    pub registered_attacker: bool,
+}
+
+/// What a request tried to log in as. Every text is the attacker's, cut to
+/// [`MAX_AUTH_FIELD_CHARS`] characters with control characters replaced ([`attacker_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipAuth {
+    /// The Digest `username`, or the extension a REGISTER asks to bind.
+    pub username: String,
+    /// The Digest credentials, when the request carried them.
+    pub digest: Option<DigestAttempt>,
+}
+
+/// One Digest answer as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestAttempt {
+    /// `Authorization` or `Proxy-Authorization`.
+    pub header: &'static str,
+    pub realm: String,
+    pub uri: String,
+    pub response: String,
+    /// The nonce is one this node issued to this source, and still fresh.
+    pub own_nonce: bool,
+    /// The response is the digest of a `--sip-trap-passwords` entry (checked for our own
+    /// nonces only: for any other the password cannot be told).
+    pub trap_password_matched: bool,
+}
+
+/// The most characters kept of any attacker-chosen credential text: as the syslog line keeps
+/// of a user agent.
+pub const MAX_AUTH_FIELD_CHARS: usize = 256;
+
+/// Attacker text made safe to store and show: at most `max_chars` characters, each control
+/// character (line breaks, NUL, escape) replaced by `?`.
+pub fn attacker_text(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Where an event came from.
@@ -133,6 +177,12 @@ pub struct JsonEvent<'a> {
     /// Set only for events received from a peer: the peer id of its author (its signer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received_from_peer: Option<&'a str>,
+    /// Set only when the request tried an account (see [`SipAuth::username`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_auth_username: Option<&'a str>,
+    /// Set (to `true`) only for events from a source the node let register.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub registered_attacker: bool,
 }
 
 impl Event {
@@ -155,6 +205,8 @@ impl Event {
                 Origin::Local => None,
                 Origin::Peer(p) => Some(p),
             },
+            sip_auth_username: self.sip_auth.as_deref().map(|a| a.username.as_str()),
+            registered_attacker: self.registered_attacker,
         }
     }
 
@@ -251,6 +303,30 @@ pub(crate) mod tests {
             message: "OPTIONS sip:100@x SIP/2.0\r\n\r\n".into(),
             origin: Origin::Local,
             signed: None,
+            sip_auth: None,
+            registered_attacker: false,
         }
+    }
+
+    #[test]
+    fn attacker_text_is_cut_and_has_no_control_characters() {
+        assert_eq!(attacker_text("a\r\nb\0c\u{1b}[31m", 256), "a??b?c?[31m");
+        assert_eq!(attacker_text(&"é".repeat(300), 256).chars().count(), 256);
+    }
+
+    #[test]
+    fn credential_fields_appear_in_the_json_only_when_set() {
+        let mut e = sample();
+        let v = serde_json::to_value(e.to_json()).unwrap();
+        assert!(v.get("sip_auth_username").is_none());
+        assert!(v.get("registered_attacker").is_none());
+        e.sip_auth = Some(Box::new(SipAuth {
+            username: "100".into(),
+            digest: None,
+        }));
+        e.registered_attacker = true;
+        let v = serde_json::to_value(e.to_json()).unwrap();
+        assert_eq!(v["sip_auth_username"], "100");
+        assert_eq!(v["registered_attacker"], true);
     }
 }

@@ -201,6 +201,9 @@ pub fn answer(
         transport,
         to_tag: &tag,
         server: SERVER,
+        persona: crate::sip::persona::Persona::Default,
+        register: crate::sip::reply::RegisterAnswer::Forbidden,
+        rings: false,
     };
     Some(match verdict {
         Verdict::Silent => return None,

@@ -120,6 +120,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ip-address/{ip}", only_get(get(ip_address)))
         .route("/numbers", only_get(get(numbers)))
         .route("/numbers/{number}", only_get(get(number)))
+        .route("/usernames", only_get(get(usernames)))
         .route(
             "/blocklist/ip-addresses",
             only_get(get(blocklist::ip_addresses)),
@@ -560,6 +561,13 @@ async fn numbers(
         ListKind::Numbers
     };
     stream_list(s, kind, client_ip(c)).await
+}
+
+/// `GET /usernames`: the accounts requests tried to log in as (Digest user names, and the
+/// extensions REGISTERs asked for), newest first, in `/numbers`' shape:
+/// `{"usernames_total":N,"usernames":[{"username":…,"seen_last":…,"seen_count":"…"}]}`.
+async fn usernames(State(s): State<ApiState>, c: Client) -> Result<Response, ApiError> {
+    stream_list(s, ListKind::Usernames, client_ip(c)).await
 }
 
 /// Streams a full list: each chunk is one short read on the blocking pool, made when the client

@@ -347,6 +347,8 @@ fn seed(db: &std::path::Path, events: u64, numbers: u64, addresses: u64) -> Resu
             message: msg,
             origin: Origin::Local,
             signed: None,
+            sip_auth: None,
+            registered_attacker: false,
         }));
         if batch.len() == 10_000 {
             writer.write_batch(&batch).map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod ratelimit;
 pub mod stream;
 pub mod tls;
+pub mod trap;
 pub mod udp;
 
 use std::sync::Arc;
@@ -21,6 +22,11 @@ pub struct Listen {
     pub addr: std::net::SocketAddr,
     pub optional: bool,
 }
+
+/// How long a call a registered source places lasts before we hang up: long enough for a
+/// toll-fraud tool to count it as connected and move on to the next number, short enough that
+/// few are open at once.
+pub const CALL_LENGTH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What every capture task shares.
 pub struct CaptureContext {
@@ -38,6 +44,7 @@ impl CaptureContext {
         node_id: Uuid,
         responsive: bool,
         server_header: String,
+        trap: trap::TrapConfig,
     ) -> Self {
         Self {
             pipeline,
@@ -46,14 +53,20 @@ impl CaptureContext {
                 node_id,
                 responsive,
                 server_header,
+                trap: Arc::new(trap::Trap::new(trap)),
             },
             reply_limit: ratelimit::ReplyLimiter::default(),
             stream_limits: stream::StreamLimits::default(),
         }
     }
 
-    /// Inspects one message and publishes its event; returns the replies to send.
-    pub(crate) fn handle(&self, bytes: &[u8], meta: &inspect::Meta) -> Vec<Vec<u8>> {
+    /// Inspects one message and publishes its event; returns the replies to send, and a BYE
+    /// to send [`CALL_LENGTH`] later when the replies answered a call.
+    pub(crate) fn handle(
+        &self,
+        bytes: &[u8],
+        meta: &inspect::Meta,
+    ) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
         Counters::inc(&self.counters.messages_received);
         match inspect::inspect(bytes, meta, &self.inspect) {
             Ok(inspected) => {
@@ -62,7 +75,7 @@ impl CaptureContext {
                     Counters::inc(&self.counters.events_malformed);
                 }
                 self.pipeline.publish(inspected.event);
-                inspected.replies
+                (inspected.replies, inspected.hangup)
             }
             Err(rejected) => {
                 let counter = match rejected {
@@ -72,7 +85,7 @@ impl CaptureContext {
                 };
                 Counters::inc(counter);
                 tracing::debug!(source = %meta.source, transport = %meta.transport, len = bytes.len(), reason = ?rejected, "Rejected a message.");
-                Vec::new()
+                (Vec::new(), None)
             }
         }
     }

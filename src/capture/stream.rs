@@ -3,6 +3,7 @@
 //! stay as long as it keeps sending: each message has `MESSAGE_TIMEOUT` from its own first byte,
 //! so a busy trunk that always has the start of the next message buffered is never cut.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a reply has to be taken by the client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls answered on one connection still to be hung up; more are answered but not hung up by
+/// us.
+const MAX_PENDING_HANGUPS: usize = 8;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
@@ -120,6 +124,8 @@ pub async fn serve_stream<S>(
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut framer = Framer::default();
+    // BYEs of calls answered on this connection, due in order.
+    let mut hangups: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     // When the first byte of the message now being buffered arrived, if any has.
     let mut partial_since: Option<Instant> = None;
     loop {
@@ -135,7 +141,13 @@ pub async fn serve_stream<S>(
                     let msg = buf.split_to(n.min(buf.len()));
                     // The clock is per message: bytes left after this one start the next now.
                     partial_since = None;
-                    for reply in cx.handle(&msg, &meta) {
+                    let (replies, hangup) = cx.handle(&msg, &meta);
+                    if let Some(bye) = hangup {
+                        if hangups.len() < MAX_PENDING_HANGUPS {
+                            hangups.push_back((Instant::now() + super::CALL_LENGTH, bye));
+                        }
+                    }
+                    for reply in replies {
                         // A client that never reads must not hold the task (or shutdown) forever.
                         let written = tokio::select! {
                             biased;
@@ -169,9 +181,20 @@ pub async fn serve_stream<S>(
             let since = *partial_since.get_or_insert_with(Instant::now);
             MESSAGE_TIMEOUT.saturating_sub(since.elapsed())
         };
+        let due = hangups.front().map(|(at, _)| *at);
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                let Some((_, bye)) = hangups.pop_front() else { continue };
+                let written = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bye)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    tracing::debug!("Closing a stream that does not take its BYE.");
+                    return;
+                }
+                Counters::inc(&cx.counters.replies_sent);
+                continue;
+            }
             r = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => r,
         };
         match read {
@@ -226,6 +249,7 @@ mod tests {
             uuid::Uuid::nil(),
             false,
             String::new(),
+            crate::capture::trap::TrapConfig::default(),
         ))
     }
 

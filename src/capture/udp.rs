@@ -74,10 +74,17 @@ const REPLY_SLACK_BYTES: usize = 2048;
 /// buffer holds one byte more, so no datagram is ever cut short.
 const MAX_DATAGRAM_BYTES: usize = 65_527;
 
+/// Hang-ups (BYEs of answered calls) waiting to be sent from one socket; more calls are
+/// answered but not hung up by us.
+const MAX_PENDING_HANGUPS: usize = 1024;
+
 pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: CancellationToken) {
     let Ok(bound) = socket.local_addr() else {
         return;
     };
+    let socket = Arc::new(socket);
+    // Aborted when intake stops: a pending BYE is not worth waiting for.
+    let mut hangups = tokio::task::JoinSet::new();
     // On a wildcard address, ask the kernel which local address each datagram was sent to, so
     // that `destination_ip` is the real address, as on TCP.
     let wildcard = bound.ip().is_unspecified() && enable_pktinfo(&socket, bound).is_ok();
@@ -112,6 +119,7 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
                 }
             },
         };
+        while hangups.try_join_next().is_some() {}
         let Some(datagram) = buf.get(..len) else {
             continue;
         };
@@ -120,7 +128,7 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
             source,
             local,
         };
-        let replies = cx.handle(datagram, &meta);
+        let (replies, hangup) = cx.handle(datagram, &meta);
         if replies.is_empty() {
             continue;
         }
@@ -143,5 +151,30 @@ pub async fn serve(socket: UdpSocket, cx: Arc<CaptureContext>, cancel: Cancellat
                 Err(e) => tracing::debug!(%source, error = %e, "UDP reply not sent."),
             }
         }
+        if let Some(bye) = hangup {
+            if hangups.len() < MAX_PENDING_HANGUPS {
+                hangups.spawn(hang_up(socket.clone(), cx.clone(), source, bye));
+            }
+        }
+    }
+    hangups.shutdown().await;
+}
+
+/// Sends the BYE of an answered call after [`super::CALL_LENGTH`], to the source the INVITE
+/// came from (never to the Contact it named), within the source's reply budget.
+async fn hang_up(
+    socket: Arc<UdpSocket>,
+    cx: Arc<CaptureContext>,
+    source: SocketAddr,
+    bye: Vec<u8>,
+) {
+    tokio::time::sleep(super::CALL_LENGTH).await;
+    if !cx.reply_limit.allow(source.ip(), 1, Instant::now()) {
+        Counters::inc(&cx.counters.replies_rate_limited);
+        return;
+    }
+    match socket.send_to(&bye, source).await {
+        Ok(_) => Counters::inc(&cx.counters.replies_sent),
+        Err(e) => tracing::debug!(%source, error = %e, "UDP BYE not sent."),
     }
 }

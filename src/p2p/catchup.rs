@@ -200,6 +200,8 @@ fn own_event(row: &rusqlite::Row<'_>, timestamp: String, uuid: &str) -> Option<E
             .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
         origin: Origin::Local,
         signed: None,
+        sip_auth: None,
+        registered_attacker: false,
     })
 }
 

@@ -267,6 +267,9 @@ pub fn encode(event: &Event, node_id: Uuid, own: &HashSet<IpAddr>) -> Vec<u8> {
     });
     let mut json = event.to_json();
     json.received_from_peer = None;
+    // What an attacker tried to log in as, and what the node let it do, stay here.
+    json.sip_auth_username = None;
+    json.registered_attacker = false;
     json.created_by_node_id = node_id.hyphenated().to_string();
     json.sip_message = cut(&hidden, MAX_SIP_MESSAGE_BYTES);
     json.destination_ip =
@@ -591,6 +594,8 @@ fn parse_event(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, I
         message: w.sip_message,
         origin: Origin::Local,
         signed: None,
+        sip_auth: None,
+        registered_attacker: false,
     })
 }
 
@@ -837,6 +842,19 @@ mod tests {
     fn rewrap(key: &str, signature: &str, event: &str) -> Vec<u8> {
         format!("{{\"key\":\"{key}\",\"signature\":\"{signature}\",\"event\":{event}}}")
             .into_bytes()
+    }
+
+    #[test]
+    fn what_an_attacker_tried_and_its_registration_stay_on_this_node() {
+        let mut e = event();
+        e.sip_auth = Some(Box::new(crate::event::SipAuth {
+            username: "100".into(),
+            digest: None,
+        }));
+        e.registered_attacker = true;
+        let v = wire(&e);
+        assert!(v.get("sip_auth_username").is_none(), "{v}");
+        assert!(v.get("registered_attacker").is_none(), "{v}");
     }
 
     #[test]
@@ -1435,6 +1453,7 @@ mod tests {
             node_id: Uuid::nil(),
             responsive: false,
             server_header: String::new(),
+            trap: std::sync::Arc::new(crate::capture::trap::Trap::new(Default::default())),
         };
         for b in 0..=255_u8 {
             let msg = format!(

@@ -16,9 +16,11 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 mod addr;
+pub mod auth;
 pub mod frame;
 mod head;
 mod lex;
+pub mod persona;
 pub mod reply;
 mod via;
 
@@ -703,6 +705,62 @@ impl Request<'_> {
     #[must_use]
     pub fn user_agent(&self) -> Option<&str> {
         self.header("User-Agent").filter(|ua| !ua.is_empty())
+    }
+
+    /// The user part of the To URI, %-decoded as [`Request::called_number`] decodes it: the
+    /// account a REGISTER asks to bind (an extension, when a scanner walks them).
+    #[must_use]
+    pub fn to_user(&self) -> Option<Cow<'_, str>> {
+        self.header("To")
+            .and_then(addr::name_addr)
+            .and_then(|to| addr::uri_user(to.uri))
+            .map(addr::unescape_user)
+    }
+
+    /// The host of the To URI (`sip:user@host:port;params` → `host`), if it is a plain host
+    /// name or address of at most 255 characters: what a scanner put there, usually the address
+    /// it probes.
+    #[must_use]
+    pub fn to_host(&self) -> Option<&str> {
+        let uri = self.header("To").and_then(addr::name_addr)?.uri;
+        let (_, rest) = uri.split_once(':')?;
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host = if let Some(v6) = rest.strip_prefix('[') {
+            v6.split(']').next()?
+        } else {
+            rest.split([':', ';', '?']).next()?
+        };
+        let plain = !host.is_empty()
+            && host.len() <= 255
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        plain.then_some(host)
+    }
+
+    /// How long a REGISTER asks to be bound for, in seconds: the `Expires` header, else the
+    /// first Contact's `expires` parameter; `None` if neither is a number.
+    #[must_use]
+    pub fn requested_expires(&self) -> Option<u32> {
+        let parse = |v: &str| {
+            let v = v.trim();
+            (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u64>().ok())
+                .flatten()
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        if let Some(e) = self.header("Expires").and_then(parse) {
+            return Some(e);
+        }
+        let contact = self.header("Contact")?;
+        let params = addr::name_addr(contact)?.params;
+        params.split(';').find_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("expires")
+                .then(|| parse(value))
+                .flatten()
+        })
     }
 
     /// Whether the To header already carries a `tag` (the request is inside a dialog).

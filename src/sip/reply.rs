@@ -8,9 +8,10 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::Request;
 use super::lex::decimal;
+use super::persona::Persona;
 use super::via::{self, ViaParm};
+use super::{Request, addr};
 
 /// Where a request came from and what to put in the responses we make up.
 #[derive(Debug, Clone)]
@@ -25,8 +26,28 @@ pub struct ReplyContext<'a> {
     pub transport: &'a str,
     /// The To tag for this transaction; a random one from the caller.
     pub to_tag: &'a str,
-    /// The Server header value, e.g. `FPBX-16.0.33(18.20.0)`.
+    /// The product string, e.g. `FPBX-16.0.33(18.20.0)`, sent in the persona's header.
     pub server: &'a str,
+    /// Which product the replies look like.
+    pub persona: Persona,
+    /// How to answer a REGISTER; the caller decides (see [`RegisterAnswer`]).
+    pub register: RegisterAnswer<'a>,
+    /// Answer an INVITE as a callee who picks up: `100`, `180`, then `200` (otherwise `100` and
+    /// `200`).
+    pub rings: bool,
+}
+
+/// The answer to a REGISTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterAnswer<'a> {
+    /// `401` with this `WWW-Authenticate` value.
+    Challenge(&'a str),
+    /// `403`: the credentials are refused.
+    Forbidden,
+    /// `404`: no such account (a PBX that tells unknown users from known ones).
+    NotFound,
+    /// `200` with each Contact bound for this many seconds (`Expires`).
+    Accept { expires: u32 },
 }
 
 /// The methods we claim to support, in the Allow header of 200 (OPTIONS, INVITE) and 405.
@@ -42,72 +63,143 @@ pub fn respond(req: &Request<'_>, cx: &ReplyContext<'_>) -> Vec<Vec<u8>> {
     if req.method == "ACK" {
         return Vec::new();
     }
+    let persona = cx.persona;
+    let reason = |status| persona.reason(status);
     let hops_exhausted = req
         .header("Max-Forwards")
         .and_then(|mf| decimal(mf.as_bytes()))
         == Some(0);
     if hops_exhausted && req.method != "OPTIONS" {
-        return vec![response(req, 483, "Too Many Hops", cx)];
+        return vec![response(req, 483, reason(483), cx)];
     }
+    let allow = persona.allow().unwrap_or(ALLOW);
     match req.method {
         "OPTIONS" => vec![build(
             req,
             200,
-            "OK",
+            persona.options_reason(),
             cx,
-            &[
-                ("Allow", ALLOW),
-                ("Accept", "application/sdp"),
-                ("Supported", "replaces, timer"),
-            ],
+            &persona.options_headers(),
             None,
         )],
-        "REGISTER" if req.header("Authorization").is_some() => {
-            vec![response(req, 403, "Forbidden", cx)]
-        }
-        "REGISTER" => {
-            let nonce = nonce(req.header("Call-ID").unwrap_or_default());
-            let challenge = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5");
-            vec![build(
+        "REGISTER" => match cx.register {
+            RegisterAnswer::Challenge(challenge) => vec![build(
                 req,
                 401,
-                "Unauthorized",
+                reason(401),
                 cx,
-                &[("WWW-Authenticate", &challenge)],
+                &[("WWW-Authenticate", challenge)],
                 None,
-            )]
-        }
+            )],
+            RegisterAnswer::Forbidden => vec![response(req, 403, reason(403), cx)],
+            RegisterAnswer::NotFound => vec![response(req, 404, reason(404), cx)],
+            RegisterAnswer::Accept { expires } => {
+                let expires_text = expires.to_string();
+                let contacts: Vec<String> = req
+                    .headers_named("Contact")
+                    .filter(|c| c.trim() != "*")
+                    .map(|c| {
+                        if c.to_ascii_lowercase().contains("expires=") {
+                            c.to_string()
+                        } else {
+                            format!("{c};expires={expires}")
+                        }
+                    })
+                    .collect();
+                let mut extra: Vec<(&str, &str)> =
+                    contacts.iter().map(|c| ("Contact", c.as_str())).collect();
+                extra.push(("Expires", &expires_text));
+                vec![build(req, 200, reason(200), cx, &extra, None)]
+            }
+        },
         "INVITE" => {
             let contact = contact(cx);
-            let sdp = sdp_answer(req.header("Call-ID").unwrap_or_default(), cx.local);
-            vec![
-                response(req, 100, "Trying", cx),
-                build(
+            let sdp = sdp_answer(
+                req.header("Call-ID").unwrap_or_default(),
+                cx.local,
+                persona.sdp_session(),
+            );
+            let mut answer: Vec<(&str, &str)> = vec![("Contact", &contact)];
+            answer.extend(persona.allow().map(|a| ("Allow", a)));
+            answer.extend(persona.supported().map(|s| ("Supported", s)));
+            let mut out = vec![response(req, 100, reason(100), cx)];
+            if cx.rings {
+                out.push(build(
                     req,
-                    200,
-                    "OK",
+                    180,
+                    reason(180),
                     cx,
-                    &[
-                        ("Contact", &contact),
-                        ("Allow", ALLOW),
-                        ("Supported", "replaces, timer"),
-                    ],
-                    Some(("application/sdp", sdp.as_bytes())),
-                ),
-            ]
+                    &[("Contact", &contact)],
+                    None,
+                ));
+            }
+            out.push(build(
+                req,
+                200,
+                reason(200),
+                cx,
+                &answer,
+                Some(("application/sdp", sdp.as_bytes())),
+            ));
+            out
         }
         "BYE" | "CANCEL" | "INFO" | "UPDATE" | "PRACK" | "MESSAGE" | "NOTIFY" => {
-            vec![response(req, 200, "OK", cx)]
+            vec![response(req, 200, reason(200), cx)]
         }
-        _ => vec![build(
-            req,
-            405,
-            "Method Not Allowed",
-            cx,
-            &[("Allow", ALLOW)],
-            None,
-        )],
+        _ => vec![build(req, 405, reason(405), cx, &[("Allow", allow)], None)],
     }
+}
+
+/// The BYE with which we, the callee, hang up the call `invite` opened and our 200 (with To tag
+/// `cx.to_tag`) accepted: RFC 3261 §12.2.1.1, sent to the caller's Contact URI (or its From URI)
+/// along the Record-Route set, with From and To swapped. `branch` makes the Via branch unique
+/// and `cseq` is our first request's sequence number in the dialog. `None` without a From.
+#[must_use]
+pub fn bye(
+    invite: &Request<'_>,
+    cx: &ReplyContext<'_>,
+    branch: &str,
+    cseq: u32,
+) -> Option<Vec<u8>> {
+    let from = invite.header("From")?;
+    let target = invite
+        .header("Contact")
+        .and_then(addr::name_addr)
+        .map(|c| c.uri)
+        .filter(|uri| {
+            let lower = uri.get(..4).unwrap_or_default().to_ascii_lowercase();
+            (lower == "sip:" || lower == "sips") && !uri.contains(char::is_whitespace)
+        })
+        .or_else(|| addr::name_addr(from).map(|f| f.uri))?;
+    let mut out = String::with_capacity(512);
+    out.push_str("BYE ");
+    push_value(&mut out, target);
+    out.push_str(" SIP/2.0\r\n");
+    let via = format!(
+        "SIP/2.0/{} {};branch=z9hG4bK{branch};rport",
+        cx.transport,
+        plain(cx.local)
+    );
+    push_header(&mut out, "Via", &via);
+    push_header(&mut out, "Max-Forwards", "70");
+    for route in invite.headers_named("Record-Route") {
+        push_header(&mut out, "Route", route);
+    }
+    if let Some(to) = invite.header("To") {
+        if invite.to_has_tag() {
+            push_header(&mut out, "From", to);
+        } else {
+            push_header(&mut out, "From", &format!("{to};tag={}", cx.to_tag));
+        }
+    }
+    push_header(&mut out, "To", from);
+    if let Some(call_id) = invite.header("Call-ID") {
+        push_header(&mut out, "Call-ID", call_id);
+    }
+    push_header(&mut out, "CSeq", &format!("{cseq} BYE"));
+    push_header(&mut out, "User-Agent", cx.server);
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
 }
 
 /// A response with no body and no headers beyond the ones every response carries: Via (all,
@@ -172,7 +264,10 @@ fn build(
             push_header(&mut out, name, value);
         }
     }
-    push_header(&mut out, "Server", cx.server);
+    let agent_last = cx.persona.agent_last();
+    if !agent_last {
+        push_header(&mut out, cx.persona.agent_header(), cx.server);
+    }
     for (name, value) in extra {
         push_header(&mut out, name, value);
     }
@@ -183,7 +278,15 @@ fn build(
         }
         None => &[],
     };
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    if agent_last {
+        push_header(&mut out, cx.persona.agent_header(), cx.server);
+    }
+    let pad = if cx.persona.pjsip_content_length() {
+        "  "
+    } else {
+        " "
+    };
+    let _ = write!(out, "Content-Length:{pad}{}\r\n\r\n", body.len());
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
     bytes
@@ -288,7 +391,7 @@ fn plain(addr: SocketAddr) -> SocketAddr {
 
 /// A minimal SDP answer (RFC 3264): audio on an even port, PCMU and PCMA, at our address. The
 /// port and session id come from the Call-ID so a retransmitted INVITE gets the same answer.
-fn sdp_answer(call_id: &str, local: SocketAddr) -> String {
+fn sdp_answer(call_id: &str, local: SocketAddr, session_name: &str) -> String {
     let local = plain(local);
     let family = if local.is_ipv4() { "IP4" } else { "IP6" };
     let ip = local.ip();
@@ -299,7 +402,7 @@ fn sdp_answer(call_id: &str, local: SocketAddr) -> String {
     format!(
         "v=0\r\n\
          o=- {session} {session} IN {family} {ip}\r\n\
-         s=Asterisk\r\n\
+         s={session_name}\r\n\
          c=IN {family} {ip}\r\n\
          t=0 0\r\n\
          m=audio {port} RTP/AVP 0 8\r\n\
@@ -308,14 +411,6 @@ fn sdp_answer(call_id: &str, local: SocketAddr) -> String {
          a=ptime:20\r\n\
          a=sendrecv\r\n"
     )
-}
-
-/// A 128-bit hex nonce derived from the Call-ID: the same REGISTER retransmitted gets the same
-/// challenge, and no state is kept. It protects nothing; no credentials are ever accepted.
-fn nonce(call_id: &str) -> String {
-    let a = fnv1a(call_id.as_bytes(), FNV_OFFSET);
-    let b = fnv1a(call_id.as_bytes(), a);
-    format!("{a:016x}{b:016x}")
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -340,6 +435,11 @@ mod tests {
             transport: "UDP",
             to_tag: "as1234",
             server: "FPBX-16.0.33(18.20.0)",
+            persona: Persona::Default,
+            register: RegisterAnswer::Challenge(
+                "Digest realm=\"asterisk\", nonce=\"0123456789abcdef0123456789abcdef\", algorithm=MD5",
+            ),
+            rings: false,
         }
     }
 
@@ -574,26 +674,122 @@ mod tests {
     }
 
     #[test]
-    fn register_is_challenged_then_forbidden() {
+    fn register_is_challenged_forbidden_or_accepted_as_the_caller_decides() {
         let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
         let got = answers(&request("REGISTER", "", via), &cx());
         let challenge = got.concat();
         assert!(challenge.starts_with("SIP/2.0 401 Unauthorized\r\n"));
-        let www = values(&challenge, "WWW-Authenticate");
-        let [www] = www.as_slice() else {
-            panic!("{www:?}")
-        };
-        let nonce = www
-            .strip_prefix("Digest realm=\"asterisk\", nonce=\"")
-            .and_then(|rest| rest.strip_suffix("\", algorithm=MD5"))
-            .unwrap();
-        assert_eq!(nonce.len(), 32);
-        assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(answers(&request("REGISTER", "", via), &cx()), got);
+        assert_eq!(
+            values(&challenge, "WWW-Authenticate"),
+            [
+                "Digest realm=\"asterisk\", nonce=\"0123456789abcdef0123456789abcdef\", algorithm=MD5"
+            ]
+        );
 
         let authorized = "Authorization: Digest username=\"100\", response=\"x\"\r\n";
-        let got = answers(&request("REGISTER", authorized, via), &cx());
+        let mut cx = cx();
+        cx.register = RegisterAnswer::Forbidden;
+        let got = answers(&request("REGISTER", authorized, via), &cx);
         assert!(got.concat().starts_with("SIP/2.0 403 Forbidden\r\n"));
+
+        cx.register = RegisterAnswer::Accept { expires: 120 };
+        let contact = "Contact: <sip:100@198.51.100.7:5060>\r\n";
+        let got = answers(
+            &request("REGISTER", &format!("{authorized}{contact}"), via),
+            &cx,
+        );
+        let ok = got.concat();
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+        assert_eq!(values(&ok, "Expires"), ["120"]);
+        assert_eq!(
+            values(&ok, "Contact"),
+            ["<sip:100@198.51.100.7:5060>;expires=120"]
+        );
+        assert!(
+            values(&ok, "To")
+                .iter()
+                .all(|to| to.ends_with(";tag=as1234"))
+        );
+    }
+
+    #[test]
+    fn a_ringing_callee_sends_trying_ringing_then_ok_and_hangs_up_in_the_dialog() {
+        let via = "SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-1;rport";
+        let extra = "Contact: <sip:attacker@198.51.100.7:5070>\r\nRecord-Route: <sip:p1;lr>\r\n";
+        let mut cx = cx();
+        cx.rings = true;
+        let msg = request("INVITE", extra, via);
+        let got = answers(&msg, &cx);
+        let [trying, ringing, ok] = got.as_slice() else {
+            panic!("{got:?}")
+        };
+        assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"));
+        assert!(ringing.starts_with("SIP/2.0 180 Ringing\r\n"));
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"));
+        for r in &got {
+            assert_eq!(
+                values(r, "To"),
+                ["\"sipvicious\"<sip:100@1.1.1.1>;tag=as1234"]
+            );
+        }
+        let req = parse(&msg).unwrap();
+        let bye = String::from_utf8(bye(&req, &cx, "abc", 7).unwrap()).unwrap();
+        assert!(
+            bye.starts_with("BYE sip:attacker@198.51.100.7:5070 SIP/2.0\r\n"),
+            "{bye}"
+        );
+        assert_eq!(
+            values(&bye, "Via"),
+            ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport"]
+        );
+        assert_eq!(values(&bye, "Route"), ["<sip:p1;lr>"]);
+        assert_eq!(
+            values(&bye, "From"),
+            ["\"sipvicious\"<sip:100@1.1.1.1>;tag=as1234"]
+        );
+        assert_eq!(
+            values(&bye, "To"),
+            ["\"sipvicious\"<sip:100@1.1.1.1>;tag=6636"]
+        );
+        assert_eq!(values(&bye, "Call-ID"), ["1234"]);
+        assert_eq!(values(&bye, "CSeq"), ["7 BYE"]);
+        assert!(bye.ends_with("Content-Length: 0\r\n\r\n"));
+        // Without a Contact the BYE goes to the From URI.
+        let req_bytes = request("INVITE", "", via);
+        let req = parse(&req_bytes).unwrap();
+        let bye = String::from_utf8(super::bye(&req, &cx, "abc", 7).unwrap()).unwrap();
+        assert!(bye.starts_with("BYE sip:100@1.1.1.1 SIP/2.0\r\n"));
+    }
+
+    #[test]
+    fn personas_change_the_product_header_lists_and_phrases() {
+        let via = "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-1";
+        let mut cx = cx();
+        cx.persona = Persona::Kamailio;
+        cx.server = Persona::Kamailio.agent().unwrap();
+        let got = answers(&request("OPTIONS", "", via), &cx).concat();
+        assert!(got.starts_with("SIP/2.0 200 Keepalive\r\n"), "{got}");
+        assert!(got.ends_with(
+            "CSeq: 1 OPTIONS\r\nServer: kamailio (5.6.3 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let got = answers(&request("INVITE", "", via), &cx);
+        assert!(
+            got.first()
+                .unwrap()
+                .starts_with("SIP/2.0 100 trying -- your call is important to us\r\n")
+        );
+
+        cx.persona = Persona::Yealink;
+        cx.server = Persona::Yealink.agent().unwrap();
+        let got = answers(&request("OPTIONS", "", via), &cx).concat();
+        assert_eq!(values(&got, "User-Agent"), ["Yealink SIP-T46S 66.86.0.15"]);
+        assert!(values(&got, "Server").is_empty());
+
+        cx.persona = Persona::Asterisk;
+        cx.server = Persona::Asterisk.agent().unwrap();
+        let got = answers(&request("OPTIONS", "", via), &cx).concat();
+        assert!(got.ends_with("Server: Asterisk PBX 18.20.2\r\nContent-Length:  0\r\n\r\n"));
+        assert_eq!(values(&got, "Allow"), [Persona::Asterisk.allow().unwrap()]);
     }
 
     #[test]

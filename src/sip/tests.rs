@@ -962,8 +962,14 @@ fn exercise(req: &Request<'_>) {
         transport: "UDP",
         to_tag: "t",
         server: "s",
+        persona: crate::sip::persona::Persona::Kamailio,
+        register: reply::RegisterAnswer::Accept { expires: 60 },
+        rings: true,
     };
     let _ = reply::respond(req, &cx);
+    let _ = reply::bye(req, &cx, "b", 1);
+    let _ = (req.to_user(), req.to_host(), req.requested_expires());
+    let _ = crate::sip::auth::credentials(req).map(|c| c.is_digest_of("p", req.method));
 }
 
 /// `parse_lenient` on `msg`: never longer than its input; identical to `parse` where that

@@ -23,6 +23,8 @@ pub enum ListKind {
     Numbers,
     /// Every called value: numbers, user names, `NOT_FOUND`.
     CalledValues,
+    /// Accounts requests tried to log in as (`sentrypeer_usernames`).
+    Usernames,
 }
 
 impl ListKind {
@@ -50,6 +52,11 @@ impl ListKind {
                 ),
             ),
             ListKind::CalledValues => ("sentrypeer_numbers", "called_number", RECENT.to_string()),
+            ListKind::Usernames => (
+                "sentrypeer_usernames",
+                "username",
+                "seen_last_ms > :cutoff".to_string(),
+            ),
         };
         (
             format!("SELECT count(*) FROM {table} WHERE {filter}"),
@@ -72,6 +79,7 @@ impl ListKind {
             ListKind::Numbers | ListKind::CalledValues => {
                 ("called_numbers_total", "called_numbers", "called_number")
             }
+            ListKind::Usernames => ("usernames_total", "usernames", "username"),
         }
     }
 }

@@ -54,6 +54,20 @@ const INSERT_HONEY: &str =
   received_from_peer, destination_ip)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
+const INSERT_SIP_AUTH: &str = "INSERT OR IGNORE INTO sentrypeer_sip_auth (event_uuid,
+  event_timestamp, source_ip, method, username, auth_header, realm, uri, response, own_nonce,
+  trap_password_matched, registered_attacker)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const UPSERT_USERNAME: &str = "INSERT INTO sentrypeer_usernames
+  (username, seen_last, seen_last_ms, seen_count) VALUES (?1, ?2, ?3, ?4)
+  ON CONFLICT(username) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+    seen_last_ms = max(seen_last_ms, excluded.seen_last_ms),
+    seen_count = seen_count + excluded.seen_count";
+
+const INSERT_REGISTERED: &str = "INSERT OR IGNORE INTO sentrypeer_registered_events
+  (event_uuid, event_timestamp, source_ip, method, called_number) VALUES (?1, ?2, ?3, ?4, ?5)";
+
 /// A peer's event in the form its author signed, kept to serve it on in catch-up.
 const INSERT_SIGNED: &str = "INSERT OR IGNORE INTO sentrypeer_signed_events
   (event_uuid, author, at_ms, payload) VALUES (?1, ?2, ?3, ?4)";
@@ -155,6 +169,17 @@ impl Writer {
                (SELECT honey_id FROM honey WHERE event_timestamp < ?1 LIMIT ?2)",
             rusqlite::params![cutoff, PRUNE_STEP_ROWS],
         )?;
+        // The credential rows of the same events go with them (the usernames summary stays,
+        // as the other summaries do).
+        for table in ["sentrypeer_sip_auth", "sentrypeer_registered_events"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE event_uuid IN
+                       (SELECT event_uuid FROM {table} WHERE event_timestamp < ?1 LIMIT ?2)"
+                ),
+                rusqlite::params![cutoff, PRUNE_STEP_ROWS],
+            )?;
+        }
         tx.execute(
             "UPDATE sentrypeer_retention SET pruning = 0, pruned = pruned + ?1 WHERE id = 1",
             [n as i64],
@@ -191,6 +216,8 @@ impl Writer {
         // while it is hot (a quarter less CPU per batch of many distinct numbers).
         let mut ips: BTreeMap<String, Sighting<'_>> = BTreeMap::new();
         let mut numbers: BTreeMap<&str, Sighting<'_>> = BTreeMap::new();
+        // username → (newest timestamp, its ms, events in this batch)
+        let mut usernames: BTreeMap<&str, (&str, i64, i64)> = BTreeMap::new();
         let mut new_own = Vec::new();
         let tx = self.conn.transaction()?;
         {
@@ -215,6 +242,43 @@ impl Writer {
                     e.destination.to_string(),
                 ])?;
                 let ms = timestamp_ms(&e.timestamp).unwrap_or(0);
+                if let Some(a) = &e.sip_auth {
+                    let digest = a.digest.as_ref();
+                    tx.prepare_cached(INSERT_SIP_AUTH)?
+                        .execute(rusqlite::params![
+                            e.uuid.hyphenated().to_string(),
+                            e.timestamp,
+                            ip,
+                            e.method,
+                            a.username,
+                            digest.map(|d| d.header),
+                            digest.map(|d| d.realm.as_str()),
+                            digest.map(|d| d.uri.as_str()),
+                            digest.map(|d| d.response.as_str()),
+                            digest.is_some_and(|d| d.own_nonce),
+                            digest.is_some_and(|d| d.trap_password_matched),
+                            e.registered_attacker,
+                        ])?;
+                    let u = usernames.entry(a.username.as_str()).or_insert((
+                        e.timestamp.as_str(),
+                        ms,
+                        0,
+                    ));
+                    if (e.timestamp.as_str(), ms) > (u.0, u.1) {
+                        (u.0, u.1) = (e.timestamp.as_str(), ms);
+                    }
+                    u.2 += 1;
+                }
+                if e.registered_attacker {
+                    tx.prepare_cached(INSERT_REGISTERED)?
+                        .execute(rusqlite::params![
+                            e.uuid.hyphenated().to_string(),
+                            e.timestamp,
+                            ip,
+                            e.method,
+                            e.called_number,
+                        ])?;
+                }
                 if let (Some(payload), Origin::Peer(author)) = (&e.signed, &e.origin) {
                     tx.prepare_cached(INSERT_SIGNED)?
                         .execute(rusqlite::params![
@@ -258,6 +322,10 @@ impl Writer {
             }
             for ip in &new_own {
                 self.actors.unlist(&tx, Kind::Ip, ip)?;
+            }
+            for (username, (seen_last, ms, count)) in &usernames {
+                tx.prepare_cached(UPSERT_USERNAME)?
+                    .execute(rusqlite::params![username, seen_last, ms, count])?;
             }
             self.actors.finish(&tx)?;
             super::set_watermark(&tx, honey_id)?;
@@ -365,5 +433,79 @@ mod tests {
             .query_row("SELECT count(*) FROM honey", [], |r| r.get(0))
             .unwrap();
         assert_eq!(honey, 4, "the events themselves stay");
+    }
+
+    fn tried(ms: i64, username: &str, registered: bool) -> Arc<Event> {
+        let mut e = (*at(ms, Origin::Local, None)).clone();
+        e.method = "REGISTER".into();
+        e.sip_auth = Some(Box::new(crate::event::SipAuth {
+            username: username.into(),
+            digest: Some(crate::event::DigestAttempt {
+                header: "Authorization",
+                realm: "asterisk".into(),
+                uri: "sip:192.0.2.1".into(),
+                response: "0123456789abcdef0123456789abcdef".into(),
+                own_nonce: true,
+                trap_password_matched: registered,
+            }),
+        }));
+        e.registered_attacker = registered;
+        Arc::new(e)
+    }
+
+    #[test]
+    fn credentials_usernames_and_registered_events_are_written_and_pruned_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        w.write_batch(&[
+            tried(T0 - 8 * DAY_MS, "100", false),
+            tried(T0 - DAY_MS, "100", false),
+            tried(T0, "admin", true),
+            at(T0, Origin::Local, None),
+        ])
+        .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM sentrypeer_sip_auth"), 3);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sentrypeer_sip_auth WHERE trap_password_matched AND registered_attacker AND own_nonce AND username = 'admin'"
+            ),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM sentrypeer_registered_events"),
+            1
+        );
+        let usernames = |conn: &Connection| -> Vec<(String, i64)> {
+            let mut stmt = conn
+                .prepare("SELECT username, seen_count FROM sentrypeer_usernames ORDER BY username")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            usernames(&conn),
+            [("100".to_string(), 2), ("admin".to_string(), 1)]
+        );
+        let newest: String = conn
+            .query_row(
+                "SELECT seen_last FROM sentrypeer_usernames WHERE username = '100'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(newest, tried(T0 - DAY_MS, "100", false).timestamp);
+
+        // Retention takes the per-event rows with their events; the summary keeps its count.
+        assert_eq!(w.prune_before(T0 - 7 * DAY_MS).unwrap(), 1);
+        assert_eq!(count("SELECT count(*) FROM sentrypeer_sip_auth"), 2);
+        assert_eq!(
+            usernames(&conn),
+            [("100".to_string(), 2), ("admin".to_string(), 1)]
+        );
     }
 }

@@ -26,6 +26,7 @@ mod p2p_bounds;
 #[cfg(feature = "p2p")]
 mod p2p_trust;
 mod shutdown;
+mod sip_auth;
 #[cfg(feature = "p2p")]
 mod sybil;
 mod syslog;
