@@ -62,8 +62,9 @@ def main():
                 out(value)
             return True
 
-        runner.listen(key, on_value)
+        # Ready first: every value, stored before or put after, follows it.
         print(json.dumps({"ready": True}), flush=True)
+        runner.listen(key, on_value)
         # Until the test closes stdin.
         sys.stdin.read()
     runner.join()

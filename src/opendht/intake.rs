@@ -9,7 +9,7 @@
 //! our own values (our node id) set aside, the per-sender budget (by claimed node id), and
 //! de-duplication by `event_uuid` (recent UUIDs, then the database).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::running::Dht;
+use super::running::{Dht, Seen};
 use super::{ORIGIN, OpenDhtConfig};
 use crate::event::{Event, Origin};
 use crate::metrics::Counters;
@@ -52,8 +52,6 @@ pub(super) const PER_SENDER_LIMITS: RateLimits = RateLimits {
 };
 /// Senders whose rate is tracked at most; idle ones are forgotten past this.
 const MAX_TRACKED_SENDERS: usize = 10_000;
-/// Event UUIDs remembered to drop duplicates before asking the database.
-const SEEN_CAPACITY: usize = 100_000;
 
 /// The intake half, started once the pipeline exists.
 pub struct OpenDhtIntake {
@@ -104,7 +102,7 @@ impl OpenDhtIntake {
             store: cx.store,
             total: Limiter::new(TOTAL_LIMITS, Instant::now()),
             senders: HashMap::new(),
-            seen: Seen::default(),
+            seen: self.dht.seen.clone(),
         };
         let dht = self.dht;
         let cancel = cx.cancel;
@@ -143,7 +141,9 @@ struct Importer {
     store: Arc<ReadPool>,
     total: Limiter,
     senders: HashMap<Uuid, Limiter>,
-    seen: Seen,
+    /// Event UUIDs imported here or put by the output (shared with it): a value we put comes
+    /// back before the database holds its event.
+    seen: Arc<Seen>,
 }
 
 impl Importer {
@@ -222,30 +222,6 @@ impl Importer {
     }
 }
 
-/// Recent event UUIDs, oldest forgotten first.
-#[derive(Default)]
-struct Seen {
-    set: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl Seen {
-    fn contains(&self, id: &Uuid) -> bool {
-        self.set.contains(id)
-    }
-
-    fn insert(&mut self, id: Uuid) {
-        if self.set.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > SEEN_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +242,7 @@ mod tests {
                 store: Arc::new(ReadPool::new(&path)),
                 total: Limiter::new(TOTAL_LIMITS, Instant::now()),
                 senders: HashMap::new(),
-                seen: Seen::default(),
+                seen: Arc::default(),
             },
             counters,
         )

@@ -20,7 +20,8 @@
 //!     ─► put permanently; the last MAX_PERMANENT_PUTS kept alive, older ones let expire
 //! intake: listen on bad_actors (OpenDHT's thread: copy ≤ MAX_VALUE_BYTES, try_send, never block)
 //!     ─► bounded channel ─► total limit ─► validate (as a peer's event, no signature)
-//!     ─► not ours ─► per-sender limit ─► de-duplicate (recent UUIDs, then the database)
+//!     ─► not ours ─► per-sender limit ─► de-duplicate (UUIDs recently imported or put, then
+//!        the database)
 //!     ─► pipeline.publish(Event { origin: Peer("opendht") })
 //! ```
 //!
@@ -65,8 +66,11 @@ pub use running::{Started, start};
 
 #[cfg(feature = "opendht")]
 mod running {
+    use std::collections::{HashSet, VecDeque};
     use std::net::{Ipv4Addr, SocketAddr};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use uuid::Uuid;
 
     use super::config::OpenDhtConfig;
     use super::ffi::{self, InfoHash, Runner};
@@ -74,10 +78,47 @@ mod running {
     use super::output::OpenDhtOutputConfig;
     use crate::settings::ConfigError;
 
-    /// The OpenDHT node both halves use, and the key.
+    /// The OpenDHT node both halves use, the key, and the event UUIDs recently put or
+    /// imported.
     pub(super) struct Dht {
         pub(super) runner: Runner,
         pub(super) key: InfoHash,
+        pub(super) seen: Arc<Seen>,
+    }
+
+    /// Event UUIDs remembered to drop duplicates before asking the database (about 5 MB).
+    const SEEN_CAPACITY: usize = 100_000;
+
+    /// Recent event UUIDs, oldest forgotten first.
+    #[derive(Default)]
+    pub(super) struct Seen(Mutex<SeenInner>);
+
+    #[derive(Default)]
+    struct SeenInner {
+        set: HashSet<Uuid>,
+        order: VecDeque<Uuid>,
+    }
+
+    impl Seen {
+        pub(super) fn contains(&self, id: &Uuid) -> bool {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set
+                .contains(id)
+        }
+
+        pub(super) fn insert(&self, id: Uuid) {
+            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.set.insert(id) {
+                s.order.push_back(id);
+                if s.order.len() > SEEN_CAPACITY {
+                    if let Some(old) = s.order.pop_front() {
+                        s.set.remove(&old);
+                    }
+                }
+            }
+        }
     }
 
     /// The two halves of a started OpenDHT node.
@@ -112,7 +153,11 @@ mod running {
             bootstrap = %format!("{}:{}", config.bootstrap_host, config.bootstrap_port),
             "Joining the OpenDHT network."
         );
-        let dht = Arc::new(Dht { runner, key });
+        let dht = Arc::new(Dht {
+            runner,
+            key,
+            seen: Arc::default(),
+        });
         Ok(Started {
             output: OpenDhtOutputConfig::new(dht.clone(), config),
             intake: OpenDhtIntake::new(dht, config),

@@ -142,6 +142,8 @@ impl BatchSink for Putter {
                 Counters::inc(&self.counters.opendht_puts_limited);
                 continue;
             }
+            // Before the put: the value comes back to our listen at once.
+            self.dht.seen.insert(event.uuid);
             self.put(&bytes);
         }
         Ok(())

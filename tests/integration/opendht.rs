@@ -171,7 +171,11 @@ impl Listener {
 
     /// The first value whose event has `key` = `want`, within the deadline.
     fn wait_for(&self, key: &str, want: &str) -> Option<(Value, Value)> {
-        let deadline = Instant::now() + DHT_WAIT;
+        self.wait_for_within(key, want, DHT_WAIT)
+    }
+
+    fn wait_for_within(&self, key: &str, want: &str, wait: Duration) -> Option<(Value, Value)> {
+        let deadline = Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let Ok(v) = self.values.recv_timeout(left) else {
                 break;
@@ -364,4 +368,122 @@ fn a_quic_listener_on_the_opendht_port_is_exit_2_naming_the_option() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--opendht-port"), "{err}");
+}
+
+#[test]
+fn claims_under_many_node_ids_still_count_as_one_author() {
+    if !have_opendht_tools() {
+        return;
+    }
+    let dht = DhtNode::start();
+    let node = node_on(&dht, &[]);
+    for _ in 0..3 {
+        let value = upstream_value(
+            &uuid::Uuid::new_v4().to_string(),
+            &uuid::Uuid::new_v4().to_string(),
+            "45.134.26.13",
+            "00442079460124",
+        );
+        let put = peer(&["put", &dht.port.to_string(), &value]);
+        assert!(put.contains("stored"), "put: {put}");
+    }
+    assert!(
+        poll(DHT_WAIT, || node.count(
+            "SELECT count(*) FROM honey WHERE source_ip = '45.134.26.13'"
+        ) == 3),
+        "not imported\n{}",
+        node.log_text()
+    );
+    // Three claimed node ids, one unknown author: no verdict at the default corroboration.
+    assert_eq!(node.get("/ip-addresses/45.134.26.13").status, 404);
+    assert_eq!(node.get("/numbers/00442079460124").status, 404);
+}
+
+#[test]
+fn the_bridge_puts_a_libp2p_peers_event_and_a_signed_report_corroborates_an_opendht_one() {
+    if !have_opendht_tools() {
+        return;
+    }
+    let dht = DhtNode::start();
+    let origin = crate::p2p::p2p_node(None, None, &[crate::p2p::LAB]);
+    let bootstrap = format!("127.0.0.1:{}", dht.port);
+    let bridge = p2p_node_from(
+        None,
+        &[&origin],
+        &[
+            crate::p2p::LAB,
+            "--opendht",
+            "--opendht-bootstrap",
+            &bootstrap,
+            "--opendht-port",
+            "0",
+            "--opendht-bridge",
+        ],
+    );
+    crate::p2p::wait_connected(&[&origin, &bridge], 1);
+
+    // An upstream node reports a number: stored on the bridge, no verdict yet.
+    let value = upstream_value(
+        &uuid::Uuid::new_v4().to_string(),
+        &uuid::Uuid::new_v4().to_string(),
+        "45.134.26.14",
+        "5550123",
+    );
+    let put = peer(&["put", &dht.port.to_string(), &value]);
+    assert!(put.contains("stored"), "put: {put}");
+    assert!(
+        poll(DHT_WAIT, || crate::p2p::rows_for(&bridge, "5550123") == 1),
+        "not imported\n{}",
+        bridge.log_text()
+    );
+    assert_eq!(bridge.get("/numbers/5550123").status, 404);
+    let listener = Listener::start(&dht);
+
+    // A libp2p peer sees the same number: its signed report is the second author.
+    origin.send_udp(&options("5550123", "bridge-test", 91));
+    assert!(
+        poll(DEFAULT_WAIT, || crate::p2p::rows_for(&bridge, "5550123")
+            == 2),
+        "the peer's event did not arrive\n{}",
+        bridge.log_text()
+    );
+    assert!(
+        poll(DEFAULT_WAIT, || bridge.get("/numbers/5550123").status
+            == 200),
+        "two authors should list it"
+    );
+
+    // The bridge put the peer's event on OpenDHT, its author's node id kept.
+    let (author, from): (String, String) = bridge
+        .db()
+        .query_row(
+            "SELECT created_by_node_id, received_from_peer FROM honey
+             WHERE called_number = '5550123' AND received_from_peer != 'opendht'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(from, crate::harness::peer_id(&origin));
+    let (got, data) = listener
+        .wait_for("sip_user_agent", "bridge-test")
+        .unwrap_or_else(|| panic!("the bridge put nothing\n{}", bridge.log_text()));
+    assert_eq!(got["user_type"], "text/plain");
+    assert_eq!(data["created_by_node_id"], author.as_str());
+    assert_ne!(data["created_by_node_id"], bridge.health()["node_id"]);
+    assert!(
+        data["source_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{data}"
+    );
+
+    // What came from OpenDHT is never put back (it would arrive within milliseconds), and
+    // nothing is imported twice.
+    assert!(
+        listener
+            .wait_for_within("source_ip", "45.134.26.14:0", Duration::from_secs(3))
+            .is_none()
+    );
+    assert_eq!(crate::p2p::rows_for(&bridge, "5550123"), 2);
 }
