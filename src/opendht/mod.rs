@@ -139,7 +139,16 @@ mod running {
                 format!("cannot run an OpenDHT node on this UDP port: {e}"),
             )
         })?;
+        // OpenDHT reports no error when the IPv4 socket cannot be bound (it runs on IPv6
+        // alone, or on nothing): its bound port is then 0.
         let port = runner.port();
+        if port == 0 || (config.port != 0 && port != config.port) {
+            return Err(ConfigError::new(
+                "--opendht-port",
+                config.port,
+                "cannot bind this UDP port on IPv4 (in use?)",
+            ));
+        }
         let key = InfoHash::of(super::KEY);
         tracing::info!(
             transport = %"OPENDHT",

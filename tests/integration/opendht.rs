@@ -487,3 +487,31 @@ fn the_bridge_puts_a_libp2p_peers_event_and_a_signed_report_corroborates_an_open
     );
     assert_eq!(crate::p2p::rows_for(&bridge, "5550123"), 2);
 }
+
+#[test]
+fn an_opendht_port_in_use_is_exit_2_naming_the_option() {
+    let held = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_tool(
+        Command::new(bin())
+            .args([
+                "--udp-listen",
+                "127.0.0.1:0",
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "-N",
+                "--opendht",
+                "--opendht-bootstrap",
+                "127.0.0.1:9",
+                "--opendht-port",
+                &port,
+            ])
+            .current_dir(dir.path())
+            .env("XDG_CONFIG_HOME", dir.path()),
+        DEFAULT_WAIT,
+    );
+    let err = &out.stderr;
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--opendht-port"), "{err}");
+}
