@@ -69,7 +69,8 @@ pub struct Cli {
     #[arg(long = "p2p-no-mdns")]
     pub p2p_no_mdns: bool,
 
-    /// Accept peers' events from private and loopback sources: labs and tests only (env SENTRYPEER_P2P_ALLOW_PRIVATE)
+    /// Accept peers' events (libp2p and OpenDHT) from private and loopback sources: labs and
+    /// tests only (env SENTRYPEER_P2P_ALLOW_PRIVATE)
     #[arg(long = "p2p-allow-private")]
     pub p2p_allow_private: bool,
 
