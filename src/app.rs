@@ -134,6 +134,14 @@ impl RunningApp {
             )
             .into());
         }
+        if config.opendht.is_some() && !cfg!(feature = "opendht") {
+            return Err(ConfigError::new(
+                "--opendht",
+                "on",
+                "this build has no OpenDHT support (cargo feature `opendht`)",
+            )
+            .into());
+        }
         if config.dnsbl.is_some() && !cfg!(feature = "dnsbl") {
             return Err(ConfigError::new(
                 "--dnsbl-listen",
@@ -175,6 +183,16 @@ impl RunningApp {
             configs.push(Box::new(output));
             intake
         });
+        // OpenDHT likewise: its node runs (binding its port) before the outputs are built.
+        #[cfg(feature = "opendht")]
+        let opendht_intake = match &config.opendht {
+            Some(c) => {
+                let started = crate::opendht::start(c)?;
+                configs.push(Box::new(started.output));
+                Some(started.intake)
+            }
+            None => None,
+        };
         let mut built = Vec::new();
         for c in configs {
             let out = c.build(&mut cx).map_err(|e| match e {
@@ -233,6 +251,17 @@ impl RunningApp {
         };
         #[cfg(not(feature = "p2p"))]
         let p2p: Option<Arc<crate::p2p::P2pHandle>> = None;
+        #[cfg(feature = "opendht")]
+        if let Some(dht) = opendht_intake {
+            dht.start(crate::opendht::IntakeContext {
+                node_id,
+                pipeline: pipeline.clone(),
+                counters: counters.clone(),
+                store: Arc::new(ReadPool::new(&config.db_file)),
+                cancel: cancel.clone(),
+                tracker: intake.clone(),
+            });
+        }
         let cx = Arc::new(CaptureContext::new(
             pipeline,
             counters.clone(),

@@ -55,7 +55,8 @@ pub struct Cli {
     )]
     pub bootstrap_node: Vec<String>,
 
-    /// Peer-to-peer listen multiaddr (repeatable) [default: /ip4/0.0.0.0/udp/4222/quic-v1 and /ip4/0.0.0.0/tcp/4222]
+    /// Peer-to-peer listen multiaddr (repeatable) [default: /ip4/0.0.0.0/udp/4222/quic-v1 and
+    /// /ip4/0.0.0.0/tcp/4222; UDP 4223 for QUIC with --opendht on its default port]
     #[arg(
         long = "p2p-listen",
         env = "SENTRYPEER_P2P_LISTEN",
@@ -68,7 +69,8 @@ pub struct Cli {
     #[arg(long = "p2p-no-mdns")]
     pub p2p_no_mdns: bool,
 
-    /// Accept peers' events from private and loopback sources: labs and tests only (env SENTRYPEER_P2P_ALLOW_PRIVATE)
+    /// Accept peers' events (libp2p and OpenDHT) from private and loopback sources: labs and
+    /// tests only (env SENTRYPEER_P2P_ALLOW_PRIVATE)
     #[arg(long = "p2p-allow-private")]
     pub p2p_allow_private: bool,
 
@@ -92,6 +94,33 @@ pub struct Cli {
         value_name = "N"
     )]
     pub p2p_max_per_ip: Option<String>,
+
+    /// Join upstream's OpenDHT network too: put this node's events under `bad_actors` and import
+    /// upstream nodes' as unsigned reports (build feature `opendht`; env SENTRYPEER_OPENDHT)
+    #[arg(long = "opendht")]
+    pub opendht: bool,
+
+    /// OpenDHT bootstrap node, HOST:PORT [default: bootstrap.sentrypeer.org:4222]
+    #[arg(
+        long = "opendht-bootstrap",
+        env = "SENTRYPEER_OPENDHT_BOOTSTRAP",
+        value_name = "HOST:PORT"
+    )]
+    pub opendht_bootstrap: Option<String>,
+
+    /// UDP port of the OpenDHT node (IPv4 and IPv6; 0: any) [default: 4222, upstream's; with
+    /// -p the QUIC listener then defaults to UDP 4223]
+    #[arg(
+        long = "opendht-port",
+        env = "SENTRYPEER_OPENDHT_PORT",
+        value_name = "PORT"
+    )]
+    pub opendht_port: Option<String>,
+
+    /// Also put peers' events (libp2p) on OpenDHT, their author's node id kept (env
+    /// SENTRYPEER_OPENDHT_BRIDGE)
+    #[arg(long = "opendht-bridge")]
+    pub opendht_bridge: bool,
 
     /// Peers whose reports list an address or number: distinct authors needed, 1-16 [default: 2]
     #[arg(

@@ -32,6 +32,11 @@ tls_listen_address = \"0.0.0.0:5061\"
 pub const DEFAULT_P2P_LISTEN: [&str; 2] =
     ["/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"];
 
+/// Where the peer network listens by default when OpenDHT runs on upstream's UDP 4222: QUIC on
+/// the next port, TCP unchanged.
+pub const DEFAULT_P2P_LISTEN_BESIDE_OPENDHT: [&str; 2] =
+    ["/ip4/0.0.0.0/udp/4223/quic-v1", "/ip4/0.0.0.0/tcp/4222"];
+
 /// The TOML config file. Upstream's keys (`cert`, `key`, `tls_listen_address`) plus one key per
 /// long option of ours.
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +82,10 @@ struct FileConfig {
     p2p_trusted: Option<OneOrMany>,
     p2p_max_per_ip: Option<u64>,
     p2p_corroboration: Option<u32>,
+    opendht: Option<bool>,
+    opendht_bootstrap: Option<String>,
+    opendht_port: Option<u16>,
+    opendht_bridge: Option<bool>,
     actor_ttl: Option<String>,
     allow: Option<OneOrMany>,
     allow_file: Option<PathBuf>,
@@ -137,6 +146,8 @@ pub struct Config {
     pub debug: bool,
     pub webhook: Option<WebhookConfig>,
     pub peers: Option<PeerConfig>,
+    /// Upstream's OpenDHT network, when `--opendht` is on.
+    pub opendht: Option<crate::opendht::OpenDhtConfig>,
     /// Who is a bad actor: TTL, allowlist, retention, corroboration.
     pub actors: crate::actors::config::ActorConfig,
     /// Keys the APIBAN-compatible API requires (`--apiban-key`); empty: any key.
@@ -302,9 +313,43 @@ impl Config {
                 bootstrap.join(", -b ")
             ));
         }
+        let allow_private = on(
+            cli.p2p_allow_private,
+            "SENTRYPEER_P2P_ALLOW_PRIVATE",
+            file.p2p_allow_private,
+        );
+        let opendht = crate::opendht::OpenDhtConfig::resolve(
+            crate::opendht::RawOpenDhtConfig {
+                enabled: on(cli.opendht, "SENTRYPEER_OPENDHT", file.opendht),
+                bootstrap: cli.opendht_bootstrap.or(file.opendht_bootstrap),
+                port: cli
+                    .opendht_port
+                    .or(file.opendht_port.map(|p| p.to_string())),
+                bridge: on(
+                    cli.opendht_bridge,
+                    "SENTRYPEER_OPENDHT_BRIDGE",
+                    file.opendht_bridge,
+                ),
+                allow_private,
+            },
+            &mut warnings,
+        )?;
         let mut p2p_listen = pick(cli.p2p_listen, file.p2p_listen);
         if p2p_listen.is_empty() {
             p2p_listen = DEFAULT_P2P_LISTEN.iter().map(|s| s.to_string()).collect();
+            // Both on their defaults: OpenDHT keeps upstream's UDP 4222, QUIC moves beside it.
+            if opendht
+                .as_ref()
+                .is_some_and(|o| o.port == crate::opendht::config::DEFAULT_PORT)
+            {
+                p2p_listen = DEFAULT_P2P_LISTEN_BESIDE_OPENDHT
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            }
+        }
+        if let (Some(o), true) = (&opendht, peer_to_peer) {
+            o.check_ports(&p2p_listen)?;
         }
         let p2p_grace = match cli.p2p_grace {
             Some(s) => s
@@ -333,11 +378,7 @@ impl Config {
             bootstrap,
             listen: p2p_listen,
             mdns: !on(cli.p2p_no_mdns, "SENTRYPEER_P2P_NO_MDNS", file.p2p_no_mdns),
-            allow_private: on(
-                cli.p2p_allow_private,
-                "SENTRYPEER_P2P_ALLOW_PRIVATE",
-                file.p2p_allow_private,
-            ),
+            allow_private,
             grace: std::time::Duration::from_secs(p2p_grace),
             trusted: pick(cli.p2p_trusted, file.p2p_trusted),
             max_per_ip: p2p_max_per_ip,
@@ -446,6 +487,7 @@ impl Config {
             debug: on(cli.debug, "SENTRYPEER_DEBUG", file.debug),
             webhook,
             peers,
+            opendht,
             actors,
             agent: crate::agent::AgentConfig::resolve(crate::agent::RawAgentConfig {
                 listen: pick(cli.agent_listen, file.agent_listen),
@@ -785,6 +827,37 @@ mod tests {
         assert_eq!(c.webhook.unwrap().oauth2.unwrap().client_id, "id");
         assert!(c.warnings.is_empty());
         assert!(resolve(&[], &env(&[])).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn opendht_keeps_udp_4222_and_quic_moves_to_4223_when_both_default() {
+        let c = resolve(&["-p", "--opendht"], &env(&[])).unwrap();
+        let o = c.opendht.unwrap();
+        assert_eq!(o.port, 4222);
+        assert_eq!(
+            c.peers.unwrap().listen,
+            ["/ip4/0.0.0.0/udp/4223/quic-v1", "/ip4/0.0.0.0/tcp/4222"]
+        );
+        let c = resolve(&["-p", "--opendht", "--opendht-port", "5000"], &env(&[])).unwrap();
+        assert_eq!(
+            c.peers.unwrap().listen,
+            ["/ip4/0.0.0.0/udp/4222/quic-v1", "/ip4/0.0.0.0/tcp/4222"]
+        );
+        let c = resolve(&["-p"], &env(&[("SENTRYPEER_OPENDHT", "1")])).unwrap();
+        assert!(c.opendht.is_some());
+        let e = resolve(
+            &[
+                "-p",
+                "--opendht",
+                "--p2p-listen",
+                "/ip4/0.0.0.0/udp/4222/quic-v1",
+            ],
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.option, "--opendht-port");
+        let e = resolve(&["--opendht", "--opendht-bootstrap", "nowhere"], &env(&[])).unwrap_err();
+        assert_eq!(e.option, "--opendht-bootstrap");
     }
 
     #[test]

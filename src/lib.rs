@@ -7,7 +7,8 @@
 //! read by lookups, exports, the fraud-check `agent`, the `dnsbl` zone, the `bgp` blackhole
 //! feed and every enforcing output). `config` gathers `cli`, the environment and the file once,
 //! and each component resolves its own settings (`settings` holds their shared vocabulary);
-//! `app` wires it all and shuts it down in order. `admin` runs the one-shot commands
+//! `app` wires it all and shuts it down in order. `p2p` (libp2p, signed events) and `opendht`
+//! (upstream's network, unsigned values) are the peer networks, each an output and an intake. `admin` runs the one-shot commands
 //! (`sentrypeer webhook|export|man|completions`).
 
 pub mod actors;
@@ -23,6 +24,7 @@ pub mod conn_limits;
 pub mod dnsbl;
 pub mod event;
 pub mod metrics;
+pub mod opendht;
 pub mod output;
 pub mod p2p;
 pub mod pipeline;

@@ -64,6 +64,26 @@ pub struct Counters {
     /// Catch-up sessions with a peer not begun or ended early because its budget, or the one
     /// shared by peers without standing, was spent.
     pub peer_catch_up_limited: AtomicU64,
+    /// OpenDHT: values handed to us under `bad_actors`.
+    pub opendht_values_received: AtomicU64,
+    /// OpenDHT: values dropped because the intake was behind (its queue was full).
+    pub opendht_values_dropped: AtomicU64,
+    /// OpenDHT: values imported as events.
+    pub opendht_events_accepted: AtomicU64,
+    /// OpenDHT: values refused by validation (too large, malformed, private source, too old…).
+    pub opendht_values_rejected: AtomicU64,
+    /// OpenDHT: values over the per-sender or total budget.
+    pub opendht_values_rate_limited: AtomicU64,
+    /// OpenDHT: values already held (or our own, come back).
+    pub opendht_values_duplicate: AtomicU64,
+    /// OpenDHT: events put.
+    pub opendht_puts: AtomicU64,
+    /// OpenDHT: puts the DHT confirmed stored.
+    pub opendht_puts_stored: AtomicU64,
+    /// OpenDHT: puts that failed (no node took the value).
+    pub opendht_puts_failed: AtomicU64,
+    /// OpenDHT: events not put because of the outbound budget.
+    pub opendht_puts_limited: AtomicU64,
 }
 
 impl Counters {
@@ -115,6 +135,31 @@ impl Counters {
                 get(&self.peer_catch_up_events_served),
             ),
             ("peer_catch_up_limited", get(&self.peer_catch_up_limited)),
+            (
+                "opendht_values_received",
+                get(&self.opendht_values_received),
+            ),
+            ("opendht_values_dropped", get(&self.opendht_values_dropped)),
+            (
+                "opendht_events_accepted",
+                get(&self.opendht_events_accepted),
+            ),
+            (
+                "opendht_values_rejected",
+                get(&self.opendht_values_rejected),
+            ),
+            (
+                "opendht_values_rate_limited",
+                get(&self.opendht_values_rate_limited),
+            ),
+            (
+                "opendht_values_duplicate",
+                get(&self.opendht_values_duplicate),
+            ),
+            ("opendht_puts", get(&self.opendht_puts)),
+            ("opendht_puts_stored", get(&self.opendht_puts_stored)),
+            ("opendht_puts_failed", get(&self.opendht_puts_failed)),
+            ("opendht_puts_limited", get(&self.opendht_puts_limited)),
         ]
     }
 }

@@ -504,9 +504,39 @@ struct WireEvent {
     sip_message: String,
 }
 
+/// Decodes and checks an event that arrives without a signature (a value under OpenDHT's
+/// `bad_actors` key, upstream's format: the bare JSON log object): the same bounds and checks
+/// as a signed event's, except that the sensor's address may stand in `destination_ip` (upstream
+/// writes it): it is replaced by the placeholder, the port kept, and never stored. The event
+/// returned is `Origin::Local` and unsigned; the caller names where it came from.
+pub fn decode_unsigned(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, Invalid> {
+    if bytes.len() > MAX_WIRE_EVENT_BYTES {
+        return Err(Invalid::TooLarge { len: bytes.len() });
+    }
+    parse_event_with(bytes, now, policy, Destination::Any)
+}
+
+/// What `destination_ip` may hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// Only the placeholder `0.0.0.0:port` (signed events: the author hid its address).
+    Placeholder,
+    /// Any address, replaced by the placeholder with its port.
+    Any,
+}
+
 /// Parses and checks the event object itself: every field, the source, the age, and that the
 /// sensor's address is hidden. The event returned is `Origin::Local`, unsigned.
 fn parse_event(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, Invalid> {
+    parse_event_with(bytes, now, policy, Destination::Placeholder)
+}
+
+fn parse_event_with(
+    bytes: &[u8],
+    now: SystemTime,
+    policy: Policy,
+    destination_rule: Destination,
+) -> Result<Event, Invalid> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(Invalid::Malformed("the event is not a JSON object".into()));
     }
@@ -558,7 +588,10 @@ fn parse_event(bytes: &[u8], now: SystemTime, policy: Policy) -> Result<Event, I
     check_source(source.ip(), policy)?;
     // The sensor's address never travels: only the placeholder, with the port.
     let destination = parse_addr(&w.destination_ip)
-        .filter(|d| d.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        .filter(|d| {
+            destination_rule == Destination::Any || d.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        })
+        .map(|d| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), d.port()))
         .ok_or(Invalid::BadField {
             field: "destination_ip",
         })?;

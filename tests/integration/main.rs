@@ -20,6 +20,8 @@ mod hostile;
 mod kamailio;
 mod kernel_sets;
 mod logrotate;
+#[cfg(feature = "opendht")]
+mod opendht;
 #[cfg(feature = "p2p")]
 mod p2p;
 mod p2p_bounds;
