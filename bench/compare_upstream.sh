@@ -22,11 +22,13 @@
 # Measured, alternating the two binaries at each step so machine load falls on both alike:
 # 1. Sustained ingest: for each RATE of the ladder, a fresh node, JSON log on, API on, then
 #    `sentrypeer-loadgen send --sources 64 --numbers 100000` at RATE for S seconds (default 30).
-#    Zero-loss rate: the highest rung where rows == sent (after the writer drained). A binary
-#    leaves the ladder at its first lossy rung; that rung is its saturated run: "in window" is
-#    the rows in `honey` when sending stopped, over the generator's own send time.
-#    Peak RSS: the node's VmHWM at the end of the run.
-# 2. API lookups: one database seeded with N events (default 1,000,000; 250,000 numbers, 50,000
+#    Zero-loss rate: the highest rung where rows == sent (after the writer drained); a binary
+#    leaves the ladder at its first lossy rung.
+# 2. Saturation: both nodes, fresh, at the same offered rate (the higher of the two first lossy
+#    rungs) for S seconds. "In window": rows in `honey` when sending stopped, over the
+#    generator's own send time; then rows once they stop growing, and the loss. Peak RSS: the
+#    node's VmHWM at the end of that run.
+# 3. API lookups: one database seeded with N events (default 1,000,000; 250,000 numbers, 50,000
 #    addresses), copied for each node; `wrk -t1 -c8 -d10s` on `/numbers/{n}` and
 #    `/ip-addresses/{ip}` with a number and an address that are in it. Idle node (no ingest).
 # Prints one table with both and the ratio ours / upstream.
@@ -37,7 +39,7 @@ UPSTREAM_SRC=${UPSTREAM_SRC:-https://github.com/SentryPeer/SentryPeer}
 UPSTREAM_REF=${UPSTREAM_REF:-v4.0.5}
 UPSTREAM_WORK=${UPSTREAM_WORK:-/tmp/sentrypeer-upstream}
 build=false; build_only=false; upstream=; ours=; secs=30; events=1000000
-ladder="25 50 100 250 500 1000 2500 5000 10000 20000 35000 50000 65000 80000 100000"
+ladder="10 25 50 100 250 500 1000 2500 5000 10000 20000 35000 50000 65000 80000 100000"
 while [ $# -gt 0 ]; do
   case $1 in
     --build-upstream) build=true; shift ;;
@@ -86,6 +88,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 in_ns() { ip netns exec "$NS" "$@"; }
@@ -138,23 +141,33 @@ ingest() {
   echo "  $kind $rate/s for ${secs}s: sent=$sent in ${took}s, rows at stop=$window, after drain=$rows, peak RSS ${mem} MiB" >&2
 }
 
-declare -A zero=([ours]=0 [upstream]=0) sat=() satrate=() zmem=() smem=() done_=([ours]=false [upstream]=false)
+declare -A zero=([ours]=0 [upstream]=0) zinfo=() first_lossy=() done_=([ours]=false [upstream]=false)
 for rate in $ladder; do
   for kind in ours upstream; do
     ${done_[$kind]} && continue
     read -r sent took window rows mem < <(ingest "$kind" "$rate")
     if [ "$rows" -eq "$sent" ]; then
       zero[$kind]=$rate
-      zmem[$kind]=$(python3 -c "print(f'{$sent/$took:,.0f}/s achieved, {$mem} MiB')")
+      zinfo[$kind]=$(python3 -c "print(f'{$sent/$took:,.0f}/s achieved, {$mem} MiB')")
     else
-      done_[$kind]=true
-      satrate[$kind]=$(python3 -c "print(round($window/$took))")
-      sat[$kind]=$(python3 -c "print(f'asked {$rate:,}/s, achieved {$sent/$took:,.0f}/s for {$took:.1f} s: {$window:,} rows in window = {$window/$took:,.0f}/s; after drain {$rows:,}, lost {100*($sent-$rows)/$sent:.2f}%')")
-      smem[$kind]=$mem
+      done_[$kind]=true; first_lossy[$kind]=$rate
     fi
   done
   ${done_[ours]} && ${done_[upstream]} && break
 done
+
+# Saturation: both at the same offered rate, the higher of the two first lossy rungs (so both
+# are past their zero-loss rate), sustained for the same time.
+sat_rate=$(printf '%s\n' "${first_lossy[ours]:-0}" "${first_lossy[upstream]:-0}" | sort -n | tail -1)
+declare -A sat=() satrate=() smem=()
+if [ "$sat_rate" -gt 0 ]; then
+  for kind in ours upstream; do
+    read -r sent took window rows mem < <(ingest "$kind" "$sat_rate")
+    satrate[$kind]=$(python3 -c "print(round($window/$took))")
+    sat[$kind]=$(python3 -c "print(f'achieved {$sent/$took:,.0f}/s for {$took:.1f} s: {$window:,} rows in window = {$window/$took:,.0f}/s; after drain {$rows:,}, lost {100*($sent-$rows)/$sent:.2f}%')")
+    smem[$kind]=$mem
+  done
+fi
 
 # API lookups over one seeded database.
 seed=$WORK/seed.db
@@ -182,8 +195,8 @@ echo "JSON log on, API on; generator: 64 sources, 100,000 numbers, sustained ${s
 echo
 echo "| measure | ours | upstream $UPSTREAM_REF | ours / upstream |"
 echo "|---|---|---|---|"
-echo "| highest zero-loss rate (sustained ${secs} s, rows = sent) | ${zero[ours]}/s (${zmem[ours]:-none}) | ${zero[upstream]}/s (${zmem[upstream]:-none}) | $(ratio "${zero[ours]}" "${zero[upstream]}") |"
-echo "| saturated run (first lossy rung) | ${sat[ours]:-not reached} | ${sat[upstream]:-not reached} | $(ratio "${satrate[ours]:-}" "${satrate[upstream]:-}") |"
+echo "| highest zero-loss rate (sustained ${secs} s, rows = sent) | ${zero[ours]}/s (${zinfo[ours]:-none}) | ${zero[upstream]}/s (${zinfo[upstream]:-none}) | $(ratio "${zero[ours]}" "${zero[upstream]}") |"
+echo "| saturated run, both asked ${sat_rate}/s for ${secs} s | ${sat[ours]:-not reached} | ${sat[upstream]:-not reached} | $(ratio "${satrate[ours]:-}" "${satrate[upstream]:-}") |"
 echo "| peak RSS at saturation (VmHWM) | ${smem[ours]:-n/a} MiB | ${smem[upstream]:-n/a} MiB | $(ratio "${smem[ours]:-}" "${smem[upstream]:-}") |"
 echo "| \`/numbers/{n}\`, $events events, wrk -t1 -c8 10 s | ${num[ours]} req/s, p99 ${num_p99[ours]} (HTTP ${code_n[ours]}) | ${num[upstream]} req/s, p99 ${num_p99[upstream]} (HTTP ${code_n[upstream]}) | $(ratio "${num[ours]}" "${num[upstream]}") |"
 echo "| \`/ip-addresses/{ip}\`, same | ${ip_[ours]} req/s, p99 ${ip_p99[ours]} (HTTP ${code_i[ours]}) | ${ip_[upstream]} req/s, p99 ${ip_p99[upstream]} (HTTP ${code_i[upstream]}) | $(ratio "${ip_[ours]}" "${ip_[upstream]}") |"
