@@ -116,7 +116,8 @@ start() {
   echo "$kind did not start in $dir:" >&2; cat "$dir/node.log" >&2; exit 1
 }
 stop() { kill -TERM "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null || true; NODE_PID=; }
-rows() { sqlite3 "$1/sentrypeer.db" "SELECT count(*) FROM honey" 2>/dev/null || echo 0; }
+# A busy timeout: a writer holding the lock must not read as 0 rows.
+rows() { sqlite3 -cmd ".timeout 10000" "$1/sentrypeer.db" "SELECT count(*) FROM honey" 2>/dev/null || echo 0; }
 hwm() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$NODE_PID/status"; }
 # Waits until the row count stops changing (upstream has no queue gauge; ours drains the same way).
 settle() {
