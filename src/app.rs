@@ -164,6 +164,7 @@ impl RunningApp {
             bgp_stats: None,
             shutdown: cancel.clone(),
             kernel_sets: Vec::new(),
+            live: None,
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -188,6 +189,7 @@ impl RunningApp {
             mut on_hangup,
             bgp_stats,
             kernel_sets,
+            live,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -337,6 +339,13 @@ impl RunningApp {
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,
                 )),
+                geoip: api::analytics::GeoStatus::default(),
+                live: live.clone(),
+                live_streams: Arc::new(crate::conn_limits::ConnLimits::new(
+                    api::analytics::MAX_LIVE_STREAMS,
+                    api::analytics::MAX_LIVE_STREAMS_PER_SOURCE,
+                )),
+                shutdown: cancel.clone(),
             };
             let router = api::router(state);
             let api_limits = Arc::new(api::serve::ApiLimits::default());

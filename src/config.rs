@@ -175,6 +175,9 @@ impl Config {
         if self.verbose {
             list.push(Box::new(console::ConsoleConfig));
         }
+        if !self.api.is_empty() {
+            list.push(Box::new(crate::output::live::LiveConfig));
+        }
         if let Some(b) = &self.bgp {
             list.push(Box::new(b.clone()));
         }

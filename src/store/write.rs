@@ -19,6 +19,8 @@ pub struct Writer {
     /// The listing rule, applied to every actor a batch touches.
     rules: Arc<Rules>,
     actors: ActorWriter,
+    /// The analytics buckets, counted in the same transaction as the events.
+    analytics: super::analytics::Aggregator,
     /// A re-evaluation of every actor under a changed rule, in progress.
     reevaluating: Option<ReevaluatePos>,
     /// The allowlist generation the stored verdicts follow.
@@ -69,6 +71,7 @@ impl Writer {
             outbox: None,
             rules: Arc::new(Rules::default()),
             actors,
+            analytics: super::analytics::Aggregator::default(),
             reevaluating: None,
             retention: None,
             allow_generation: 0,
@@ -89,6 +92,11 @@ impl Writer {
     /// From now on, delete events older than `keep` during upkeep.
     pub fn set_retention(&mut self, keep: Option<std::time::Duration>) {
         self.retention = keep;
+    }
+
+    /// Where source addresses are (`--geoip-db`), for the analytics' countries and networks.
+    pub fn set_locate(&mut self, locate: Option<Arc<dyn super::analytics::Locate>>) {
+        self.analytics.set_locate(locate);
     }
 
     /// The rule in force (shared with readers and the reload on SIGHUP).
@@ -124,6 +132,7 @@ impl Writer {
             changed += (self.actors.seq() - before) as u64;
         }
         self.actors.finish(&tx)?;
+        self.analytics.prune(&tx, now_ms)?;
         tx.commit()?;
         let kept_ms = i64::try_from(super::SIGNED_EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
@@ -190,6 +199,7 @@ impl Writer {
         let mut ips: HashMap<String, Sighting<'_>> = HashMap::new();
         let mut numbers: HashMap<&str, Sighting<'_>> = HashMap::new();
         let mut new_own = Vec::new();
+        let mut probes = Vec::with_capacity(events.len());
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT_HONEY)?;
@@ -231,6 +241,13 @@ impl Writer {
                     }
                     Origin::Peer(p) => Some(p.as_str()),
                 };
+                probes.push(super::analytics::Probe {
+                    ms,
+                    source: e.source.ip().to_canonical(),
+                    user_agent: &e.user_agent,
+                    method: &e.method,
+                    called_number: &e.called_number,
+                });
                 ips.entry(ip)
                     .or_insert_with(|| Sighting::new(&e.timestamp, ms))
                     .add(&e.timestamp, ms, author);
@@ -258,6 +275,7 @@ impl Writer {
                 self.actors.unlist(&tx, Kind::Ip, ip)?;
             }
             self.actors.finish(&tx)?;
+            self.analytics.add(&tx, &probes)?;
             super::set_watermark(&tx, honey_id)?;
         }
         let Some(outbox) = &self.outbox else {

@@ -9,9 +9,11 @@ mod api;
 mod apiban;
 mod bgp;
 mod blocklist;
+mod browser;
 mod capture;
 mod cli;
 mod crowdsec;
+mod dashboard;
 #[cfg(feature = "dnsbl")]
 mod dnsbl;
 mod durability;
