@@ -149,6 +149,12 @@ impl RunningApp {
             .set_rules(rules.clone())
             .context("applying the bad-actor rule to the database")?;
         writer.set_retention(config.actors.retention);
+        writer.set_locate(
+            config
+                .geoip
+                .clone()
+                .map(|g| g as Arc<dyn crate::store::analytics::Locate>),
+        );
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
@@ -339,7 +345,10 @@ impl RunningApp {
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,
                 )),
-                geoip: api::analytics::GeoStatus::default(),
+                geoip: api::analytics::GeoStatus {
+                    country: config.geoip.as_ref().is_some_and(|g| g.has_countries()),
+                    asn: config.geoip.as_ref().is_some_and(|g| g.has_asns()),
+                },
                 live: live.clone(),
                 live_streams: Arc::new(crate::conn_limits::ConnLimits::new(
                     api::analytics::MAX_LIVE_STREAMS,

@@ -17,6 +17,7 @@ mod dashboard;
 #[cfg(feature = "dnsbl")]
 mod dnsbl;
 mod durability;
+mod geoip;
 mod grafana;
 mod hostile;
 mod kamailio;
