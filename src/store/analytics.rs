@@ -13,12 +13,18 @@ use std::net::IpAddr;
 
 use rusqlite::{Connection, params};
 
-/// The tables. Minutes answer the 1 h and 24 h windows, hours the 7 d and 30 d ones.
+/// The tables, one per bucket size. A window's series reads minutes (1 h, 24 h) or hours (7 d,
+/// 30 d) of all probes, one row a bucket; its top values read minutes (1 h), hours (24 h, 7 d)
+/// or days (30 d), so that no answer reads more than 168 buckets of at most
+/// [`MAX_VALUES_PER_BUCKET`] values each, however the probes are spread.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sentrypeer_stats_minute (dim INTEGER NOT NULL, bucket INTEGER NOT NULL,
   value TEXT NOT NULL, seen_count INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
   PRIMARY KEY (dim, bucket, value)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sentrypeer_stats_hour (dim INTEGER NOT NULL, bucket INTEGER NOT NULL,
+  value TEXT NOT NULL, seen_count INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+  PRIMARY KEY (dim, bucket, value)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sentrypeer_stats_day (dim INTEGER NOT NULL, bucket INTEGER NOT NULL,
   value TEXT NOT NULL, seen_count INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
   PRIMARY KEY (dim, bucket, value)) WITHOUT ROWID;
 ";
@@ -33,13 +39,15 @@ pub const OTHER: &str = "other";
 /// The country of an address when no GeoIP database is given or the address is not in it.
 pub const UNKNOWN: &str = "unknown";
 
-/// How long buckets are kept: minutes for the longest minute window and a day more, hours for
-/// the longest window and a day more.
+/// How long buckets are kept: minutes for the longest minute window and a day more, hours and
+/// days for the longest window and a day more.
 const MINUTES_KEPT: i64 = 2 * 24 * 60;
 const HOURS_KEPT: i64 = 31 * 24;
+const DAYS_KEPT: i64 = 31;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// What a bucket counts probes by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,13 +83,17 @@ const DIMS: [Dim; 8] = [
 enum Grain {
     Minute,
     Hour,
+    Day,
 }
+
+const GRAINS: [Grain; 3] = [Grain::Minute, Grain::Hour, Grain::Day];
 
 impl Grain {
     fn table(self) -> &'static str {
         match self {
             Grain::Minute => "sentrypeer_stats_minute",
             Grain::Hour => "sentrypeer_stats_hour",
+            Grain::Day => "sentrypeer_stats_day",
         }
     }
 
@@ -89,6 +101,7 @@ impl Grain {
         match self {
             Grain::Minute => MINUTE_MS,
             Grain::Hour => HOUR_MS,
+            Grain::Day => DAY_MS,
         }
     }
 }
@@ -122,37 +135,41 @@ impl Window {
         }
     }
 
-    fn grain(self) -> Grain {
+    /// The series' bucket size and length.
+    fn series(self) -> (Grain, i64) {
         match self {
-            Window::Hour | Window::Day => Grain::Minute,
-            Window::Week | Window::Month => Grain::Hour,
+            Window::Hour => (Grain::Minute, 60),
+            Window::Day => (Grain::Minute, 24 * 60),
+            Window::Week => (Grain::Hour, 7 * 24),
+            Window::Month => (Grain::Hour, 30 * 24),
         }
     }
 
-    /// Buckets in the window, the current one included.
-    fn buckets(self) -> i64 {
+    /// The top values' bucket size and how many buckets, the current one included.
+    fn values(self) -> (Grain, i64) {
         match self {
-            Window::Hour => 60,
-            Window::Day => 24 * 60,
-            Window::Week => 7 * 24,
-            Window::Month => 30 * 24,
+            Window::Hour => (Grain::Minute, 60),
+            Window::Day => (Grain::Hour, 24),
+            Window::Week => (Grain::Hour, 7 * 24),
+            Window::Month => (Grain::Day, 30),
         }
     }
 
     /// The step of the window's series, in seconds.
     pub fn step_seconds(self) -> i64 {
-        self.grain().ms() / 1000
+        self.series().0.ms() / 1000
     }
 
-    /// The first bucket of the window ending at `now_ms`.
-    fn first_bucket(self, now_ms: i64) -> i64 {
-        now_ms.div_euclid(self.grain().ms()) - (self.buckets() - 1)
-    }
-
-    /// When the window ending at `now_ms` starts (the start of its first bucket).
+    /// When the window's series ending at `now_ms` starts (the start of its first bucket).
     pub fn start_ms(self, now_ms: i64) -> i64 {
-        self.first_bucket(now_ms) * self.grain().ms()
+        let (grain, n) = self.series();
+        first_bucket(grain, n, now_ms) * grain.ms()
     }
+}
+
+/// The first of `n` buckets ending with the one holding `now_ms`.
+fn first_bucket(grain: Grain, n: i64, now_ms: i64) -> i64 {
+    now_ms.div_euclid(grain.ms()) - (n - 1)
 }
 
 /// Where a source address is, from a GeoIP database.
@@ -264,7 +281,7 @@ impl Aggregator {
                 Some((Dim::SourceIp, ip.as_str())),
                 Some((Dim::Number, bounded(p.called_number))),
             ];
-            for grain in [Grain::Minute, Grain::Hour] {
+            for grain in GRAINS {
                 let bucket = p.ms.div_euclid(grain.ms());
                 for &(dim, value) in values.iter().flatten() {
                     let a = batch.entry((grain, dim, bucket, value)).or_insert(Agg {
@@ -375,7 +392,11 @@ impl Aggregator {
             return Ok(());
         }
         self.last_prune_ms = now_ms;
-        for (grain, kept) in [(Grain::Minute, MINUTES_KEPT), (Grain::Hour, HOURS_KEPT)] {
+        for (grain, kept) in [
+            (Grain::Minute, MINUTES_KEPT),
+            (Grain::Hour, HOURS_KEPT),
+            (Grain::Day, DAYS_KEPT),
+        ] {
             let cutoff = now_ms.div_euclid(grain.ms()) - kept;
             for dim in DIMS {
                 conn.prepare_cached(&format!(
@@ -407,13 +428,13 @@ pub fn top(
     now_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<(Vec<ValueRow>, u64)> {
-    let grain = window.grain();
+    let (grain, n) = window.values();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT value, sum(seen_count), min(first_ms), max(last_ms) FROM {}
          WHERE dim = ?1 AND bucket >= ?2 GROUP BY value",
         grain.table()
     ))?;
-    let mut rows = stmt.query(params![dim as i64, window.first_bucket(now_ms)])?;
+    let mut rows = stmt.query(params![dim as i64, first_bucket(grain, n, now_ms)])?;
     let mut all = Vec::new();
     while let Some(r) = rows.next()? {
         all.push(ValueRow {
@@ -429,7 +450,31 @@ pub fn top(
     Ok((all, distinct))
 }
 
-/// One value's figures in a window, if it was seen in it.
+/// One value's rows in `n` buckets ending with the current one, oldest first: (bucket,
+/// count, first, last). A point lookup per bucket, whatever else the buckets hold.
+fn value_rows(
+    conn: &Connection,
+    grain: Grain,
+    n: i64,
+    dim: Dim,
+    value: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<(i64, i64, i64, i64)>> {
+    let first = first_bucket(grain, n, now_ms);
+    let mut stmt = conn.prepare_cached(&format!(
+        "WITH RECURSIVE b(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM b WHERE x < ?2)
+         SELECT t.bucket, t.seen_count, t.first_ms, t.last_ms FROM b
+           JOIN {} AS t ON t.dim = ?3 AND t.bucket = b.x AND t.value = ?4
+         ORDER BY t.bucket",
+        grain.table()
+    ))?;
+    let rows = stmt.query_map(params![first, first + n - 1, dim as i64, value], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    rows.collect()
+}
+
+/// One value's figures in a window (over the buckets the top lists read), if it was seen in it.
 pub fn one(
     conn: &Connection,
     dim: Dim,
@@ -437,23 +482,14 @@ pub fn one(
     window: Window,
     now_ms: i64,
 ) -> rusqlite::Result<Option<ValueRow>> {
-    let grain = window.grain();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT sum(seen_count), min(first_ms), max(last_ms) FROM {}
-         WHERE dim = ?1 AND bucket >= ?2 AND value = ?3",
-        grain.table()
-    ))?;
-    stmt.query_row(
-        params![dim as i64, window.first_bucket(now_ms), value],
-        |r| {
-            Ok(r.get::<_, Option<i64>>(0)?.map(|count| ValueRow {
-                value: value.to_string(),
-                count,
-                first_ms: r.get(1).unwrap_or(0),
-                last_ms: r.get(2).unwrap_or(0),
-            }))
-        },
-    )
+    let (grain, n) = window.values();
+    let rows = value_rows(conn, grain, n, dim, value, now_ms)?;
+    Ok((!rows.is_empty()).then(|| ValueRow {
+        value: value.to_string(),
+        count: rows.iter().map(|r| r.1).sum(),
+        first_ms: rows.iter().map(|r| r.2).min().unwrap_or(0),
+        last_ms: rows.iter().map(|r| r.3).max().unwrap_or(0),
+    }))
 }
 
 /// Probes per bucket over the window, oldest first, zeros included: of every probe, or of one
@@ -464,22 +500,16 @@ pub fn series(
     window: Window,
     now_ms: i64,
 ) -> rusqlite::Result<Vec<i64>> {
-    let grain = window.grain();
-    let first = window.first_bucket(now_ms);
+    let (grain, n) = window.series();
+    let first = first_bucket(grain, n, now_ms);
     let (dim, value) = of.unwrap_or((Dim::Probes, ""));
-    let mut out = vec![0i64; usize::try_from(window.buckets()).unwrap_or(0)];
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT bucket, seen_count FROM {} WHERE dim = ?1 AND value = ?3 AND bucket >= ?2",
-        grain.table()
-    ))?;
-    let mut rows = stmt.query(params![dim as i64, first, value])?;
-    while let Some(r) = rows.next()? {
-        let bucket: i64 = r.get(0)?;
+    let mut out = vec![0i64; usize::try_from(n).unwrap_or(0)];
+    for (bucket, count, _, _) in value_rows(conn, grain, n, dim, value, now_ms)? {
         if let Some(slot) = usize::try_from(bucket - first)
             .ok()
             .and_then(|i| out.get_mut(i))
         {
-            *slot += r.get::<_, i64>(1)?;
+            *slot += count;
         }
     }
     Ok(out)
