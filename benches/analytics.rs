@@ -1,7 +1,8 @@
 //! Analytics answers over a million events: the windows the API serves (`/user-agents`,
 //! `/called-numbers`, `/source-ips`, `/probes`), read from the buckets the writer keeps.
-//! The million events are written through `Writer::write_batch`, spread over the last 30 days,
-//! from 5,000 sources with 300 user agents, 5 methods and 100,000 numbers.
+//! The million events are written through `Writer::write_batch`, from 5,000 sources with 300
+//! user agents, 5 methods and 100,000 numbers, once spread over the last 30 days and once
+//! over the last 24 hours (every minute bucket then full of numbers).
 //! Run: `cargo bench --bench analytics`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,10 +16,11 @@ use sentrypeer::store::analytics::{self, Dim, Window};
 const EVENTS: u64 = 1_000_000;
 const BATCH: u64 = 4096;
 const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
-fn event(i: u64, now: SystemTime) -> Arc<Event> {
-    // Oldest first, evenly over the month.
-    let at = now - MONTH + Duration::from_micros(MONTH.as_micros() as u64 / EVENTS * i);
+fn event(i: u64, now: SystemTime, spread: Duration) -> Arc<Event> {
+    // Oldest first, evenly over the spread.
+    let at = now - spread + Duration::from_micros(spread.as_micros() as u64 / EVENTS * i);
     let methods = ["INVITE", "OPTIONS", "REGISTER", "ACK", "BYE"];
     Arc::new(Event {
         timestamp: format_timestamp(at),
@@ -40,7 +42,7 @@ fn event(i: u64, now: SystemTime) -> Arc<Event> {
     })
 }
 
-fn bench_windows(c: &mut Criterion) {
+fn bench_spread(c: &mut Criterion, name: &str, spread: Duration, windows: [Window; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
     let mut w = sentrypeer::store::open(&path).unwrap().writer;
@@ -48,7 +50,7 @@ fn bench_windows(c: &mut Criterion) {
     let mut i = 0;
     while i < EVENTS {
         let batch: Vec<_> = (i..(i + BATCH).min(EVENTS))
-            .map(|k| event(k, now))
+            .map(|k| event(k, now, spread))
             .collect();
         w.write_batch(&batch).unwrap();
         i += BATCH;
@@ -57,34 +59,62 @@ fn bench_windows(c: &mut Criterion) {
     let pool = sentrypeer::store::ReadPool::new(&path);
     let now_ms = sentrypeer::actors::now_ms();
     let total: i64 = pool
-        .with(|c| analytics::series(c, None, Window::Month, now_ms))
+        .with(|c| analytics::series(c, None, windows[0], now_ms))
         .unwrap()
         .iter()
         .sum();
-    assert!(total > 990_000, "{total} probes in the month");
+    assert!(total > 990_000, "{total} probes in the window");
 
-    let mut g = c.benchmark_group("analytics_1m_events");
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    for (name, dim, window) in [
-        ("user_agents_30d", Dim::UserAgent, Window::Month),
-        ("user_agents_24h", Dim::UserAgent, Window::Day),
-        ("sip_methods_30d", Dim::Method, Window::Month),
-        ("called_numbers_30d", Dim::Number, Window::Month),
-        ("source_ips_30d", Dim::SourceIp, Window::Month),
-        ("networks_7d", Dim::Network, Window::Week),
-    ] {
-        g.bench_function(name, |b| {
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    for window in windows {
+        for (what, dim) in [
+            ("user_agents", Dim::UserAgent),
+            ("called_numbers", Dim::Number),
+            ("source_ips", Dim::SourceIp),
+            ("networks", Dim::Network),
+        ] {
+            g.bench_function(format!("{what}_{}", window.as_str()), |b| {
+                b.iter(|| {
+                    pool.with(|c| {
+                        let top = analytics::top(c, dim, window, now_ms, 100)?;
+                        let series = analytics::series(c, None, window, now_ms)?;
+                        Ok((top, series))
+                    })
+                    .unwrap()
+                })
+            });
+        }
+        g.bench_function(format!("one_number_{}", window.as_str()), |b| {
             b.iter(|| {
                 pool.with(|c| {
-                    let top = analytics::top(c, dim, window, now_ms, 100)?;
-                    let series = analytics::series(c, None, window, now_ms)?;
-                    Ok((top, series))
+                    let one = analytics::one(c, Dim::Number, "441000000000", window, now_ms)?;
+                    let series =
+                        analytics::series(c, Some((Dim::Number, "441000000000")), window, now_ms)?;
+                    Ok((one, series))
                 })
                 .unwrap()
             })
         });
     }
     g.finish();
+}
+
+fn bench_windows(c: &mut Criterion) {
+    bench_spread(
+        c,
+        "analytics_1m_events_over_30d",
+        MONTH,
+        [Window::Month, Window::Week],
+    );
+    bench_spread(
+        c,
+        "analytics_1m_events_over_24h",
+        DAY,
+        [Window::Day, Window::Hour],
+    );
 }
 
 criterion_group!(benches, bench_windows);

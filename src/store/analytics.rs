@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// The tables, one per bucket size. A window's series reads minutes (1 h, 24 h) or hours (7 d,
 /// 30 d) of all probes, one row a bucket; its top values read minutes (1 h), hours (24 h, 7 d)
@@ -462,16 +462,20 @@ fn value_rows(
 ) -> rusqlite::Result<Vec<(i64, i64, i64, i64)>> {
     let first = first_bucket(grain, n, now_ms);
     let mut stmt = conn.prepare_cached(&format!(
-        "WITH RECURSIVE b(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM b WHERE x < ?2)
-         SELECT t.bucket, t.seen_count, t.first_ms, t.last_ms FROM b
-           JOIN {} AS t ON t.dim = ?3 AND t.bucket = b.x AND t.value = ?4
-         ORDER BY t.bucket",
+        "SELECT seen_count, first_ms, last_ms FROM {}
+         WHERE dim = ?1 AND bucket = ?2 AND value = ?3",
         grain.table()
     ))?;
-    let rows = stmt.query_map(params![first, first + n - 1, dim as i64, value], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
-    rows.collect()
+    let mut out = Vec::new();
+    for bucket in first..first + n {
+        let row = stmt
+            .query_row(params![dim as i64, bucket, value], |r| {
+                Ok((bucket, r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        out.extend(row);
+    }
+    Ok(out)
 }
 
 /// One value's figures in a window (over the buckets the top lists read), if it was seen in it.
