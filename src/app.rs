@@ -157,6 +157,12 @@ impl RunningApp {
             .set_rules(rules.clone())
             .context("applying the bad-actor rule to the database")?;
         writer.set_retention(config.actors.retention);
+        writer.set_locate(
+            config
+                .geoip
+                .clone()
+                .map(|g| g as Arc<dyn crate::store::analytics::Locate>),
+        );
 
         // Outputs: built in the configuration's order (all fallible setup), then started.
         let counters = Arc::new(Counters::default());
@@ -172,6 +178,7 @@ impl RunningApp {
             bgp_stats: None,
             shutdown: cancel.clone(),
             kernel_sets: Vec::new(),
+            live: None,
         };
         // The peer network is two halves: an output that shares this node's events, built and
         // started with the others (last), and an intake started below with the pipeline.
@@ -206,6 +213,7 @@ impl RunningApp {
             mut on_hangup,
             bgp_stats,
             kernel_sets,
+            live,
             ..
         } = cx;
         if config.actors.allow_file.is_some() {
@@ -367,6 +375,16 @@ impl RunningApp {
                     api::MAX_LIST_STREAMS,
                     api::MAX_LIST_STREAMS_PER_SOURCE,
                 )),
+                geoip: api::analytics::GeoStatus {
+                    country: config.geoip.as_ref().is_some_and(|g| g.has_countries()),
+                    asn: config.geoip.as_ref().is_some_and(|g| g.has_asns()),
+                },
+                live: live.clone(),
+                live_streams: Arc::new(crate::conn_limits::ConnLimits::new(
+                    api::analytics::MAX_LIVE_STREAMS,
+                    api::analytics::MAX_LIVE_STREAMS_PER_SOURCE,
+                )),
+                shutdown: cancel.clone(),
             };
             let router = api::router(state);
             let api_limits = Arc::new(api::serve::ApiLimits::default());

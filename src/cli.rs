@@ -159,6 +159,17 @@ pub struct Cli {
     )]
     pub allow_file: Option<PathBuf>,
 
+    /// A MaxMind-format .mmdb database of countries, and one of autonomous systems (repeatable),
+    /// such as DB-IP's free IP-to-Country Lite and IP-to-ASN Lite: the analytics' countries and
+    /// networks
+    #[arg(
+        long = "geoip-db",
+        env = "SENTRYPEER_GEOIP_DB",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub geoip_db: Vec<String>,
+
     /// Fraud-check agent address, IP:PORT on UDP and TCP (repeatable): a SIP redirect server your
     /// PBX asks before each call (603 bad actor, 302 divert, 404 carry on)
     #[arg(

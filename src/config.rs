@@ -89,6 +89,7 @@ struct FileConfig {
     actor_ttl: Option<String>,
     allow: Option<OneOrMany>,
     allow_file: Option<PathBuf>,
+    geoip_db: Option<OneOrMany>,
     retention: Option<String>,
     apiban_key: Option<Vec<Secret>>,
     agent_listen: Option<OneOrMany>,
@@ -162,6 +163,8 @@ pub struct Config {
     pub nftables: Option<crate::output::kernel_sets::nftables::NftablesConfig>,
     /// `--ipset NAME`: bad actors in ipset sets.
     pub ipset: Option<crate::output::kernel_sets::ipset::IpsetConfig>,
+    /// The GeoIP databases (`--geoip-db`), opened.
+    pub geoip: Option<std::sync::Arc<crate::geoip::GeoIp>>,
     /// Settings that were accepted but do nothing, to be logged once logging is up.
     pub warnings: Vec<String>,
     /// The config file `-g` named, written with upstream's defaults because it did not exist.
@@ -190,6 +193,9 @@ impl Config {
         }
         if self.verbose {
             list.push(Box::new(console::ConsoleConfig));
+        }
+        if !self.api.is_empty() {
+            list.push(Box::new(crate::output::live::LiveConfig));
         }
         if let Some(b) = &self.bgp {
             list.push(Box::new(b.clone()));
@@ -517,6 +523,17 @@ impl Config {
             dnsbl,
             nftables,
             ipset,
+            geoip: {
+                let paths: Vec<PathBuf> = pick(cli.geoip_db, file.geoip_db)
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect();
+                if paths.is_empty() {
+                    None
+                } else {
+                    Some(std::sync::Arc::new(crate::geoip::GeoIp::open(&paths)?))
+                }
+            },
             warnings,
             created_config_file,
         })

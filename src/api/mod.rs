@@ -21,9 +21,11 @@ use crate::metrics::{Counters, KernelSetStats, WebhookStats};
 use crate::pipeline::OutputStats;
 use crate::store::{ListCursor, ListKind, ReadPool};
 
+pub mod analytics;
 pub mod apiban;
 pub mod blocklist;
 pub mod serve;
+pub mod ui;
 
 /// Full lists streamed at once, and to one source (an IPv6 source per /64), so that slow
 /// readers cannot tie up the database's readers nor one client every stream; beyond this,
@@ -55,6 +57,14 @@ pub struct ApiState {
     pub agent: Option<Arc<crate::agent::AgentStats>>,
     /// The BGP feed's sessions and routes, when it runs.
     pub bgp: Option<Arc<crate::bgp::BgpStats>>,
+    /// What the GeoIP databases given provide (countries, autonomous systems).
+    pub geoip: analytics::GeoStatus,
+    /// The live feed `/live` subscribes to.
+    pub live: Option<crate::output::live::LiveSender>,
+    /// Slots for live streams ([`analytics::MAX_LIVE_STREAMS`] and per source).
+    pub live_streams: Arc<crate::conn_limits::ConnLimits>,
+    /// Cancelled when the node shuts down: ends the live streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The API's errors, each with upstream's body; internals are logged, never sent.
@@ -111,7 +121,26 @@ impl From<rusqlite::Error> for ApiError {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", only_get(get(home)))
         .route("/health-check", only_get(get(health_check)))
+        .route("/user-agents", only_get(get(analytics::user_agents)))
+        .route("/user-agents/{ua}", only_get(get(analytics::user_agent)))
+        .route("/sip-methods", only_get(get(analytics::sip_methods)))
+        .route(
+            "/sip-methods/{method}",
+            only_get(get(analytics::sip_method)),
+        )
+        .route("/countries", only_get(get(analytics::countries)))
+        .route("/countries/{cc}", only_get(get(analytics::country)))
+        .route("/source-ips", only_get(get(analytics::source_ips)))
+        .route("/called-numbers", only_get(get(analytics::called_numbers)))
+        .route("/probes", only_get(get(analytics::probes)))
+        .route("/networks", only_get(get(analytics::networks)))
+        .route("/lookup/{value}", only_get(get(analytics::lookup)))
+        .route("/live", only_get(get(analytics::live)))
+        .route("/ui", only_get(get(ui::to_index)))
+        .route("/ui/", only_get(get(ui::index)))
+        .route("/ui/{file}", only_get(get(ui::file)))
         .route("/metrics", only_get(get(metrics)))
         .route("/peers", only_get(get(peers)))
         .route("/bgp", only_get(get(bgp)))
@@ -196,6 +225,11 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// `GET /`: upstream's answer.
+async fn home() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "OK"}))
 }
 
 async fn health_check(State(s): State<ApiState>) -> Response {

@@ -18,6 +18,7 @@
 pub mod console;
 pub mod json_log;
 pub mod kernel_sets;
+pub mod live;
 pub mod sqlite;
 pub mod syslog;
 pub mod webhook;
@@ -87,6 +88,8 @@ pub struct BuildContext<'a> {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The kernel sets' numbers, for the API, from the kernel-set outputs configured.
     pub kernel_sets: Vec<Arc<crate::metrics::KernelSetStats>>,
+    /// The live feed, for the API's `/live` stream, when the API is on.
+    pub live: Option<live::LiveSender>,
 }
 
 /// Why an output could not be built.

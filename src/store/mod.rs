@@ -9,6 +9,7 @@
 //! connections for the API (`ReadPool`). WAL lets them run side by side.
 
 pub mod actors;
+pub mod analytics;
 mod checkpoint;
 mod export;
 mod numbers;
@@ -205,6 +206,7 @@ fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
     add_honey_columns(conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     conn.execute_batch(peer_standing::SCHEMA)?;
+    conn.execute_batch(analytics::SCHEMA)?;
     let node_id = node_id(conn)?;
     // Before the catch-up: a database from before the bad-actor set gets its facts from
     // `honey` here, and the catch-up then adds only rows written since by someone else.

@@ -19,6 +19,8 @@ pub struct Writer {
     /// The listing rule, applied to every actor a batch touches.
     rules: Arc<Rules>,
     actors: ActorWriter,
+    /// The analytics buckets, counted in the same transaction as the events.
+    analytics: super::analytics::Aggregator,
     /// A re-evaluation of every actor under a changed rule, in progress.
     reevaluating: Option<ReevaluatePos>,
     /// The allowlist generation the stored verdicts follow.
@@ -83,6 +85,7 @@ impl Writer {
             outbox: None,
             rules: Arc::new(Rules::default()),
             actors,
+            analytics: super::analytics::Aggregator::default(),
             reevaluating: None,
             retention: None,
             allow_generation: 0,
@@ -103,6 +106,11 @@ impl Writer {
     /// From now on, delete events older than `keep` during upkeep.
     pub fn set_retention(&mut self, keep: Option<std::time::Duration>) {
         self.retention = keep;
+    }
+
+    /// Where source addresses are (`--geoip-db`), for the analytics' countries and networks.
+    pub fn set_locate(&mut self, locate: Option<Arc<dyn super::analytics::Locate>>) {
+        self.analytics.set_locate(locate);
     }
 
     /// The rule in force (shared with readers and the reload on SIGHUP).
@@ -138,6 +146,7 @@ impl Writer {
             changed += (self.actors.seq() - before) as u64;
         }
         self.actors.finish(&tx)?;
+        self.analytics.prune(&tx, now_ms)?;
         tx.commit()?;
         let kept_ms = i64::try_from(super::SIGNED_EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
@@ -219,6 +228,7 @@ impl Writer {
         // username → (newest timestamp, its ms, events in this batch)
         let mut usernames: BTreeMap<&str, (&str, i64, i64)> = BTreeMap::new();
         let mut new_own = Vec::new();
+        let mut probes = Vec::with_capacity(events.len());
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT_HONEY)?;
@@ -297,6 +307,13 @@ impl Writer {
                     }
                     Origin::Peer(p) => Some(p.as_str()),
                 };
+                probes.push(super::analytics::Probe {
+                    ms,
+                    source: e.source.ip().to_canonical(),
+                    user_agent: &e.user_agent,
+                    method: &e.method,
+                    called_number: &e.called_number,
+                });
                 ips.entry(ip)
                     .or_insert_with(|| Sighting::new(&e.timestamp, ms))
                     .add(&e.timestamp, ms, author);
@@ -328,6 +345,7 @@ impl Writer {
                     .execute(rusqlite::params![username, seen_last, ms, count])?;
             }
             self.actors.finish(&tx)?;
+            self.analytics.add(&tx, &probes)?;
             super::set_watermark(&tx, honey_id)?;
         }
         let Some(outbox) = &self.outbox else {

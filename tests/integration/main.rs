@@ -9,12 +9,15 @@ mod api;
 mod apiban;
 mod bgp;
 mod blocklist;
+mod browser;
 mod capture;
 mod cli;
 mod crowdsec;
+mod dashboard;
 #[cfg(feature = "dnsbl")]
 mod dnsbl;
 mod durability;
+mod geoip;
 mod grafana;
 mod hostile;
 mod kamailio;

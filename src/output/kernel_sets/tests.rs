@@ -81,6 +81,7 @@ fn setup() -> Setup {
         bgp_stats: None,
         shutdown: Default::default(),
         kernel_sets: Vec::new(),
+        live: None,
     };
     let stats = Arc::new(KernelSetStats::new("test"));
     let set = KernelSet::new(backend.clone(), &mut cx, stats);
