@@ -27,6 +27,7 @@ mod logrotate;
 mod opendht;
 #[cfg(feature = "p2p")]
 mod p2p;
+#[cfg(feature = "p2p")]
 mod p2p_bounds;
 #[cfg(feature = "p2p")]
 mod p2p_trust;
