@@ -39,6 +39,8 @@ fn event(i: u64, now: SystemTime, spread: Duration) -> Arc<Event> {
         message: "OPTIONS sip:100@198.51.100.1 SIP/2.0\r\n\r\n".into(),
         origin: Origin::Local,
         signed: None,
+        sip_auth: None,
+        registered_attacker: false,
     })
 }
 
