@@ -2,7 +2,7 @@
 //! working), plus tables of our own: the node id, and per-address / per-number summaries that
 //! make the API's lookups and full lists index scans instead of aggregations over every event;
 //! the credentials requests tried (`sentrypeer_sip_auth`, one row per event that tried any,
-//! keyed by `honey.event_uuid`), the accounts tried (`sentrypeer_usernames`, a summary), and
+//! joined to `honey` by `event_uuid`), the accounts tried (`sentrypeer_usernames`, a summary), and
 //! the events sent by a source the node let register (`sentrypeer_registered_events`).
 //!
 //! One writer (`Writer`, owned by the sqlite output's thread) and a small pool of read-only
@@ -95,19 +95,18 @@ CREATE INDEX IF NOT EXISTS sentrypeer_honey_event_timestamp ON honey (event_time
 CREATE TABLE IF NOT EXISTS sentrypeer_signed_events (event_uuid TEXT PRIMARY KEY NOT NULL,
   author TEXT NOT NULL, at_ms INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS sentrypeer_signed_events_at_ms ON sentrypeer_signed_events (at_ms);
-CREATE TABLE IF NOT EXISTS sentrypeer_sip_auth (event_uuid TEXT PRIMARY KEY NOT NULL,
+CREATE TABLE IF NOT EXISTS sentrypeer_sip_auth (id INTEGER PRIMARY KEY, event_uuid TEXT NOT NULL,
   event_timestamp TEXT NOT NULL, source_ip TEXT NOT NULL, method TEXT NOT NULL,
   username TEXT NOT NULL, auth_header TEXT, realm TEXT, uri TEXT, response TEXT,
   own_nonce INTEGER NOT NULL, trap_password_matched INTEGER NOT NULL,
-  registered_attacker INTEGER NOT NULL) WITHOUT ROWID;
+  registered_attacker INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sentrypeer_sip_auth_event_timestamp ON sentrypeer_sip_auth (event_timestamp);
-CREATE INDEX IF NOT EXISTS sentrypeer_sip_auth_username ON sentrypeer_sip_auth (username);
 CREATE TABLE IF NOT EXISTS sentrypeer_usernames (username TEXT PRIMARY KEY NOT NULL,
   seen_last TEXT NOT NULL, seen_last_ms INTEGER NOT NULL, seen_count INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sentrypeer_usernames_seen_last ON sentrypeer_usernames (seen_last);
-CREATE TABLE IF NOT EXISTS sentrypeer_registered_events (event_uuid TEXT PRIMARY KEY NOT NULL,
-  event_timestamp TEXT NOT NULL, source_ip TEXT NOT NULL, method TEXT NOT NULL,
-  called_number TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sentrypeer_registered_events (id INTEGER PRIMARY KEY,
+  event_uuid TEXT NOT NULL, event_timestamp TEXT NOT NULL, source_ip TEXT NOT NULL,
+  method TEXT NOT NULL, called_number TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sentrypeer_registered_events_event_timestamp ON sentrypeer_registered_events (event_timestamp);
 ";
 

@@ -56,7 +56,9 @@ const INSERT_HONEY: &str =
   received_from_peer, destination_ip)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
-const INSERT_SIP_AUTH: &str = "INSERT OR IGNORE INTO sentrypeer_sip_auth (event_uuid,
+/// Rows in insertion order (rowid) with one index on the time: appended, never placed at random
+/// (an event's UUID as the key cost a random B-tree write per REGISTER).
+const INSERT_SIP_AUTH: &str = "INSERT INTO sentrypeer_sip_auth (event_uuid,
   event_timestamp, source_ip, method, username, auth_header, realm, uri, response, own_nonce,
   trap_password_matched, registered_attacker)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
@@ -67,7 +69,7 @@ const UPSERT_USERNAME: &str = "INSERT INTO sentrypeer_usernames
     seen_last_ms = max(seen_last_ms, excluded.seen_last_ms),
     seen_count = seen_count + excluded.seen_count";
 
-const INSERT_REGISTERED: &str = "INSERT OR IGNORE INTO sentrypeer_registered_events
+const INSERT_REGISTERED: &str = "INSERT INTO sentrypeer_registered_events
   (event_uuid, event_timestamp, source_ip, method, called_number) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// A peer's event in the form its author signed, kept to serve it on in catch-up.
