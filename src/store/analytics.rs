@@ -210,6 +210,14 @@ struct Agg {
     last_ms: i64,
 }
 
+impl Agg {
+    fn merge(&mut self, other: &Agg) {
+        self.count += other.count;
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+    }
+}
+
 /// One probe as the aggregator needs it.
 pub struct Probe<'a> {
     pub ms: i64,
@@ -266,7 +274,9 @@ impl Aggregator {
                 )
             });
         }
-        let mut batch: HashMap<(Grain, Dim, i64, &str), Agg> = HashMap::new();
+        // Counted per minute first; hours and days are sums of minutes, so each event costs a
+        // third of the map work it would cost counted in every grain.
+        let mut minutes: HashMap<(Dim, i64, &str), Agg> = HashMap::new();
         for p in probes {
             let Some((country, network, asn, ip)) = places.get(&p.source) else {
                 continue;
@@ -281,18 +291,30 @@ impl Aggregator {
                 Some((Dim::SourceIp, ip.as_str())),
                 Some((Dim::Number, bounded(p.called_number))),
             ];
-            for grain in GRAINS {
-                let bucket = p.ms.div_euclid(grain.ms());
-                for &(dim, value) in values.iter().flatten() {
-                    let a = batch.entry((grain, dim, bucket, value)).or_insert(Agg {
+            let minute = p.ms.div_euclid(Grain::Minute.ms());
+            for &(dim, value) in values.iter().flatten() {
+                minutes
+                    .entry((dim, minute, value))
+                    .or_insert(Agg {
                         count: 0,
                         first_ms: p.ms,
                         last_ms: p.ms,
+                    })
+                    .merge(&Agg {
+                        count: 1,
+                        first_ms: p.ms,
+                        last_ms: p.ms,
                     });
-                    a.count += 1;
-                    a.first_ms = a.first_ms.min(p.ms);
-                    a.last_ms = a.last_ms.max(p.ms);
-                }
+            }
+        }
+        let mut batch: HashMap<(Grain, Dim, i64, &str), Agg> = HashMap::new();
+        for ((dim, minute, value), a) in minutes {
+            for grain in GRAINS {
+                let bucket = (minute * Grain::Minute.ms()).div_euclid(grain.ms());
+                batch
+                    .entry((grain, dim, bucket, value))
+                    .and_modify(|b| b.merge(&a))
+                    .or_insert(a);
             }
         }
         // Each distinct value is admitted under the bucket's cap, or folded into OTHER.
@@ -306,11 +328,7 @@ impl Aggregator {
             };
             admitted
                 .entry((grain, dim, bucket, value))
-                .and_modify(|b| {
-                    b.count += a.count;
-                    b.first_ms = b.first_ms.min(a.first_ms);
-                    b.last_ms = b.last_ms.max(a.last_ms);
-                })
+                .and_modify(|b| b.merge(&a))
                 .or_insert(a);
         }
         for ((grain, dim, bucket, value), a) in &admitted {
