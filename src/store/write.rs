@@ -234,6 +234,9 @@ impl Writer {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT_HONEY)?;
+            // The summaries' watermark: the last `honey` row, taken as it is inserted (other
+            // tables written after it in the loop have rowids of their own).
+            let mut honey_id = 0;
             for e in events {
                 let ip = e.source_ip();
                 insert.execute(rusqlite::params![
@@ -253,6 +256,7 @@ impl Writer {
                     },
                     e.destination.to_string(),
                 ])?;
+                honey_id = tx.last_insert_rowid();
                 let ms = timestamp_ms(&e.timestamp).unwrap_or(0);
                 if let Some(a) = &e.sip_auth {
                     let digest = a.digest.as_ref();
@@ -324,7 +328,6 @@ impl Writer {
                     .or_insert_with(|| Sighting::new(&e.timestamp, ms))
                     .add(&e.timestamp, ms, author);
             }
-            let honey_id = tx.last_insert_rowid();
             if self.outbox.is_some() {
                 for e in events {
                     let body = serde_json::to_string(&e.to_json())
@@ -348,7 +351,9 @@ impl Writer {
             }
             self.actors.finish(&tx)?;
             self.analytics.add(&tx, &probes)?;
-            super::set_watermark(&tx, honey_id)?;
+            if !events.is_empty() {
+                super::set_watermark(&tx, honey_id)?;
+            }
         }
         let Some(outbox) = &self.outbox else {
             return tx.commit();
@@ -471,6 +476,32 @@ mod tests {
         }));
         e.registered_attacker = registered;
         Arc::new(e)
+    }
+
+    #[test]
+    fn the_summaries_watermark_is_the_last_honey_row_whatever_else_the_batch_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        for _ in 0..3 {
+            // Ends with an event that also writes a credential row and a registered event.
+            w.write_batch(&[at(T0, Origin::Local, None), tried(T0, "admin", true)])
+                .unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let (watermark, last): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT last_honey_id FROM sentrypeer_summary_state),
+                        (SELECT max(honey_id) FROM honey)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(watermark, last);
+        drop(w);
+        // Reopened, nothing is summarised twice.
+        let opened = super::super::open(&path).unwrap();
+        assert_eq!(opened.summarised, 0);
     }
 
     #[test]
