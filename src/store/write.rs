@@ -239,9 +239,11 @@ impl Writer {
             let mut honey_id = 0;
             for e in events {
                 let ip = e.source_ip();
+                // Formatted once: the credential, registered and signed rows key on it too.
+                let uuid = e.uuid.hyphenated().to_string();
                 insert.execute(rusqlite::params![
                     e.timestamp,
-                    e.uuid.hyphenated().to_string(),
+                    uuid,
                     e.collected_method.as_str(),
                     ip,
                     e.called_number,
@@ -262,7 +264,7 @@ impl Writer {
                     let digest = a.digest.as_ref();
                     tx.prepare_cached(INSERT_SIP_AUTH)?
                         .execute(rusqlite::params![
-                            e.uuid.hyphenated().to_string(),
+                            uuid,
                             e.timestamp,
                             ip,
                             e.method,
@@ -288,7 +290,7 @@ impl Writer {
                 if e.registered_attacker {
                     tx.prepare_cached(INSERT_REGISTERED)?
                         .execute(rusqlite::params![
-                            e.uuid.hyphenated().to_string(),
+                            uuid,
                             e.timestamp,
                             ip,
                             e.method,
@@ -297,12 +299,7 @@ impl Writer {
                 }
                 if let (Some(payload), Origin::Peer(author)) = (&e.signed, &e.origin) {
                     tx.prepare_cached(INSERT_SIGNED)?
-                        .execute(rusqlite::params![
-                            e.uuid.hyphenated().to_string(),
-                            author,
-                            ms,
-                            &payload[..],
-                        ])?;
+                        .execute(rusqlite::params![uuid, author, ms, &payload[..],])?;
                 }
                 let author = match &e.origin {
                     Origin::Local => {
