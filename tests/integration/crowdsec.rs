@@ -200,3 +200,28 @@ fn crowdsec_bans_local_probes_and_number_scans_but_never_a_peers_claim() {
         why()
     );
 }
+
+/// The hub tests shipped beside the parser and scenarios (`contrib/crowdsec/.tests/`), run by
+/// `cscli hubtest` through `contrib/crowdsec/hubtest.sh`: each must pass, and a failing
+/// assertion must fail the run (the script's exit status is what this reads).
+#[test]
+fn crowdsec_hub_tests_pass() {
+    if !available(
+        have("crowdsec") && have("cscli") && Path::new(HUB).join(".index.json").exists(),
+        "crowdsec hub",
+    ) {
+        return;
+    }
+    let run = run_tool(
+        Command::new("bash").arg(contrib("hubtest.sh")).arg(HUB),
+        REPLAY_TIMEOUT * 3,
+    );
+    let text = run.text();
+    assert!(run.status.success(), "cscli hubtest:\n{text}");
+    for test in ["sentrypeer-logs", "sip-probe", "sip-number-scan"] {
+        assert!(
+            text.contains(&format!("Test '{test}' passed successfully")),
+            "hub test {test} ran and passed:\n{text}"
+        );
+    }
+}
