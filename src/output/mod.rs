@@ -175,6 +175,9 @@ pub trait BatchSink: Send + 'static {
         None
     }
     fn tick(&mut self) {}
+    /// Told before each batch how many events wait behind it: a sink may put off work that
+    /// costs less done once for many batches (the database's summaries) while it is behind.
+    fn behind(&mut self, _waiting: u64) {}
     /// The most events it takes from its queue at once.
     fn max_batch(&self) -> usize {
         MAX_BATCH
@@ -222,6 +225,7 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
                 if got == 0 {
                     break;
                 }
+                sink.behind(queue.stats.depth());
                 match sink.write(&batch) {
                     Ok(()) => {
                         queue.stats.wrote(batch.len());

@@ -1,7 +1,9 @@
 //! Writes events to the database: one thread, one connection, one transaction per batch.
 //! A failing batch is retried (a locked or full disk may recover) before it is counted as failed.
 //! Between batches, and at least once a second when idle, the writer does the bad-actor set's
-//! upkeep (listings whose time is up, a re-evaluation after the rule changed).
+//! upkeep (listings whose time is up, a re-evaluation after the rule changed). While events
+//! wait behind the batch in hand, the summaries are written at that upkeep instead of with
+//! every batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +44,18 @@ impl OutputConfig for SqliteConfig {
             .writer
             .take()
             .ok_or_else(|| BuildError::Other("the database writer is already taken".into()))?;
-        Ok(Box::new(OnThread(Database { writer })))
+        Ok(Box::new(OnThread(Database {
+            writer,
+            behind: false,
+        })))
     }
 }
 
 struct Database {
     writer: Writer,
+    /// Whether events wait behind the batch in hand: then the summaries are written once a
+    /// second rather than with every batch (see `Writer::write_batch_behind`).
+    behind: bool,
 }
 
 impl BatchSink for Database {
@@ -55,7 +63,12 @@ impl BatchSink for Database {
         let mut pause = FIRST_RETRY_PAUSE;
         let mut attempt = 1;
         loop {
-            match self.writer.write_batch(batch) {
+            let written = if self.behind {
+                self.writer.write_batch_behind(batch)
+            } else {
+                self.writer.write_batch(batch)
+            };
+            match written {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "Database write failed; retrying.");
@@ -75,6 +88,10 @@ impl BatchSink for Database {
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn behind(&mut self, waiting: u64) {
+        self.behind = waiting > 0;
     }
 
     fn tick(&mut self) {

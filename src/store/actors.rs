@@ -148,24 +148,25 @@ pub(crate) fn backfill(conn: &Connection, after_honey_id: Option<i64>) -> rusqli
 /// expiry announced.
 type DueRow = (String, Option<i64>, Option<i64>, Option<i64>);
 
-/// What a batch saw of one actor.
+/// What the writer saw of one actor since it last wrote the summaries (one batch, or several
+/// while it is behind).
 #[derive(Debug, Clone)]
-pub(crate) struct Sighting<'a> {
+pub(crate) struct Sighting {
     /// The newest `event_timestamp` (upstream's `seen_last`).
-    pub ts: &'a str,
+    pub ts: String,
     pub count: i64,
     pub first_ms: i64,
     pub last_ms: i64,
-    /// The newest local sighting, if any event of the batch was captured here.
+    /// The newest local sighting, if any of the events was captured here.
     pub local_ms: Option<i64>,
-    /// Peer authors and their newest report time in the batch.
-    pub authors: Vec<(&'a str, i64)>,
+    /// Peer authors and their newest report time.
+    pub authors: Vec<(Box<str>, i64)>,
 }
 
-impl<'a> Sighting<'a> {
-    pub(crate) fn new(ts: &'a str, ms: i64) -> Self {
+impl Sighting {
+    pub(crate) fn new(ts: &str, ms: i64) -> Self {
         Sighting {
-            ts,
+            ts: ts.to_owned(),
             count: 0,
             first_ms: ms,
             last_ms: ms,
@@ -174,19 +175,38 @@ impl<'a> Sighting<'a> {
         }
     }
 
+    /// Takes in a later sighting of the same actor.
+    pub(crate) fn merge(&mut self, later: &Sighting) {
+        if later.ts > self.ts {
+            self.ts.clone_from(&later.ts);
+        }
+        self.count += later.count;
+        self.first_ms = self.first_ms.min(later.first_ms);
+        self.last_ms = self.last_ms.max(later.last_ms);
+        self.local_ms = self.local_ms.max(later.local_ms);
+        for (a, ms) in &later.authors {
+            match self.authors.iter_mut().find(|(x, _)| x == a) {
+                Some(slot) => slot.1 = slot.1.max(*ms),
+                None => self.authors.push((a.clone(), *ms)),
+            }
+        }
+    }
+
     /// Adds one event: its timestamp, time, and author (`None`: captured here).
-    pub(crate) fn add(&mut self, ts: &'a str, ms: i64, author: Option<&'a str>) {
-        if ts > self.ts {
-            self.ts = ts;
+    pub(crate) fn add(&mut self, ts: &str, ms: i64, author: Option<&str>) {
+        if ts > self.ts.as_str() {
+            // Timestamps have one length: the buffer is reused, not reallocated.
+            self.ts.clear();
+            self.ts.push_str(ts);
         }
         self.count += 1;
         self.first_ms = self.first_ms.min(ms);
         self.last_ms = self.last_ms.max(ms);
         match author {
             None => self.local_ms = Some(self.local_ms.map_or(ms, |l| l.max(ms))),
-            Some(a) => match self.authors.iter_mut().find(|(x, _)| *x == a) {
+            Some(a) => match self.authors.iter_mut().find(|(x, _)| &**x == a) {
                 Some(slot) => slot.1 = slot.1.max(ms),
-                None => self.authors.push((a, ms)),
+                None => self.authors.push((a.into(), ms)),
             },
         }
     }
@@ -258,7 +278,7 @@ impl ActorWriter {
         tx: &Transaction<'_>,
         kind: Kind,
         key: &str,
-        s: &Sighting<'_>,
+        s: &Sighting,
         rules: &Rules,
     ) -> rusqlite::Result<()> {
         let (t, col, _) = table(kind);
@@ -293,7 +313,7 @@ impl ActorWriter {
             .query_row(
                 params![
                     key,
-                    s.ts,
+                    &s.ts,
                     s.count,
                     s.first_ms,
                     s.last_ms,
@@ -329,7 +349,7 @@ impl ActorWriter {
         tx: &Transaction<'_>,
         kind: Kind,
         key: &str,
-        authors: &[(&str, i64)],
+        authors: &[(Box<str>, i64)],
         rules: &Rules,
     ) -> rusqlite::Result<Option<i64>> {
         let (t, col, k) = table(kind);
@@ -339,7 +359,7 @@ impl ActorWriter {
                  ON CONFLICT (kind, key, author) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms)",
             )?;
             for (author, ms) in authors {
-                put.execute(params![k, key, author, ms])?;
+                put.execute(params![k, key, &**author, ms])?;
             }
         }
         let reports = reports(tx, k, key)?;

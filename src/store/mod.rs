@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS sentrypeer_numbers (called_number TEXT PRIMARY KEY NO
 CREATE INDEX IF NOT EXISTS sentrypeer_numbers_seen_last ON sentrypeer_numbers (seen_last);
 CREATE TABLE IF NOT EXISTS sentrypeer_summary_state (id INTEGER PRIMARY KEY CHECK (id = 1),
   last_honey_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sentrypeer_writer_alive (id INTEGER PRIMARY KEY CHECK (id = 1),
+  at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sentrypeer_honey_event_timestamp ON honey (event_timestamp);
 CREATE TABLE IF NOT EXISTS sentrypeer_signed_events (event_uuid TEXT PRIMARY KEY NOT NULL,
   author TEXT NOT NULL, at_ms INTEGER NOT NULL, payload BLOB NOT NULL);
@@ -184,7 +186,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (`checkpoint`), never inside the writer's commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let (node_id, summarised) = prepare(&conn)?;
+    let (node_id, summarised) = prepare(&conn, Fold::Always)?;
     Ok(Opened {
         writer: Writer::new(conn, path)?,
         node_id,
@@ -194,7 +196,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
 
 /// Applies our schema and brings the summaries and the bad-actor facts up to date; returns
 /// the node id and how many events written by someone else were folded in.
-fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
+fn prepare(conn: &Connection, fold: Fold) -> Result<(Uuid, u64), StoreError> {
     conn.execute_batch(UPSTREAM_SCHEMA)?;
     for index in UPSTREAM_INDEXES {
         conn.execute_batch(&format!("DROP INDEX IF EXISTS {index}"))?;
@@ -210,7 +212,10 @@ fn prepare(conn: &Connection) -> Result<(Uuid, u64), StoreError> {
     // Before the catch-up: a database from before the bad-actor set gets its facts from
     // `honey` here, and the catch-up then adds only rows written since by someone else.
     let migrated = actors::migrate(conn)?;
-    let summarised = catch_up_summaries(conn)?;
+    let summarised = match fold {
+        Fold::UnlessAWriterIsAlive if writer_alive(conn)? => 0,
+        _ => catch_up_summaries(conn)?,
+    };
     if migrated || summarised > 0 {
         // New facts no verdict was drawn from yet: the writer re-evaluates every actor.
         actors::store_rules(conn, "")?;
@@ -226,7 +231,7 @@ pub fn open_for_reading(path: &Path) -> Result<(ReadPool, Uuid), StoreError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let (node_id, _) = prepare(&conn)?;
+    let (node_id, _) = prepare(&conn, Fold::UnlessAWriterIsAlive)?;
     Ok((ReadPool::new(path), node_id))
 }
 
@@ -250,6 +255,45 @@ fn node_id(conn: &Connection) -> Result<Uuid, StoreError> {
             Ok(id)
         }
     }
+}
+
+/// Whether opening the file folds the rows past the summaries' watermark into them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    /// The writer's own open: whatever is past the watermark, nobody else will count.
+    Always,
+    /// Beside a node, rows past the watermark may be ones its writer holds to summarise (see
+    /// `Writer::write_batch_behind`): folding them too would count them twice.
+    UnlessAWriterIsAlive,
+}
+
+/// A writer that stopped marking itself alive this long ago has stopped (or crashed).
+const WRITER_ALIVE_MS: i64 = 10_000;
+
+/// Whether a writer marked itself alive recently (it does so at every upkeep tick, once a
+/// second, and clears the mark when it stops cleanly).
+fn writer_alive(conn: &Connection) -> rusqlite::Result<bool> {
+    let at: Option<i64> = conn
+        .query_row(
+            "SELECT at_ms FROM sentrypeer_writer_alive WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(at.is_some_and(|at| crate::actors::now_ms().saturating_sub(at) < WRITER_ALIVE_MS))
+}
+
+/// Marks the writer alive now, or (`None`) stopped.
+fn mark_writer_alive(conn: &Connection, now_ms: Option<i64>) -> rusqlite::Result<()> {
+    match now_ms {
+        Some(ms) => conn.execute(
+            "INSERT INTO sentrypeer_writer_alive (id, at_ms) VALUES (1, ?1)
+             ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+            [ms],
+        ),
+        None => conn.execute("DELETE FROM sentrypeer_writer_alive", []),
+    }?;
+    Ok(())
 }
 
 /// Folds `honey` rows past the summaries' watermark into them; returns how many rows.

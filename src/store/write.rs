@@ -27,8 +27,143 @@ pub struct Writer {
     allow_generation: u64,
     /// Events older than this are deleted a step at a time (`--retention`); `None` keeps all.
     retention: Option<std::time::Duration>,
+    /// Sightings the summaries have not been told yet (see [`Writer::write_batch_behind`]).
+    pending: Sightings,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
     _checkpointer: super::checkpoint::Checkpointer,
+}
+
+/// What the writer saw of each actor and has not yet written to the summaries and the
+/// bad-actor facts: one batch's, or several batches' while it is behind.
+#[derive(Debug, Default)]
+struct Sightings {
+    ips: BTreeMap<String, Sighting>,
+    numbers: BTreeMap<String, Sighting>,
+    /// The last `honey` row they count: the summaries' watermark once they are written.
+    last_honey_id: Option<i64>,
+}
+
+impl Sightings {
+    fn keys(&self) -> usize {
+        self.ips.len() + self.numbers.len()
+    }
+
+    /// Takes in a later batch's sightings.
+    fn absorb(&mut self, later: Sightings) {
+        for (mine, theirs) in [
+            (&mut self.ips, later.ips),
+            (&mut self.numbers, later.numbers),
+        ] {
+            for (key, s) in theirs {
+                match mine.get_mut(&key) {
+                    Some(m) => m.merge(&s),
+                    None => {
+                        mine.insert(key, s);
+                    }
+                }
+            }
+        }
+        self.last_honey_id = later.last_honey_id.or(self.last_honey_id);
+    }
+}
+
+/// The most actors the pending sightings hold (a few hundred bytes each) before they are
+/// written whatever the backlog: bounds their memory in a flood of distinct numbers.
+const MAX_PENDING_KEYS: usize = 16_384;
+
+/// Adds one event to an actor's sighting, copying its key only when it is new.
+fn sight(map: &mut BTreeMap<String, Sighting>, key: &str, ts: &str, ms: i64, author: Option<&str>) {
+    match map.get_mut(key) {
+        Some(s) => s.add(ts, ms, author),
+        None => {
+            let mut s = Sighting::new(ts, ms);
+            s.add(ts, ms, author);
+            map.insert(key.to_owned(), s);
+        }
+    }
+}
+
+/// Writes what two sets of sightings (pending, and a batch's) add to the summaries and the
+/// facts, one statement per actor, in key order: neighbouring keys share B-tree pages, so each
+/// page is changed while it is hot. Moves the watermark to the last row they count.
+fn write_summaries(
+    tx: &rusqlite::Transaction<'_>,
+    actors: &mut ActorWriter,
+    rules: &Rules,
+    pending: &Sightings,
+    batch: &Sightings,
+) -> rusqlite::Result<()> {
+    use std::cmp::Ordering::{Greater, Less};
+    for (kind, a, b) in [
+        (Kind::Ip, &pending.ips, &batch.ips),
+        (Kind::Number, &pending.numbers, &batch.numbers),
+    ] {
+        let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Less,
+                (None, Some(_)) => Greater,
+                (Some((x, _)), Some((y, _))) => x.cmp(y),
+            };
+            let x = if order == Greater { None } else { a.next() };
+            let y = if order == Less { None } else { b.next() };
+            match (x, y) {
+                (Some((key, x)), Some((_, y))) => {
+                    let mut both = x.clone();
+                    both.merge(y);
+                    actors.upsert(tx, kind, key, &both, rules)?;
+                }
+                (Some((key, s)), None) | (None, Some((key, s))) => {
+                    actors.upsert(tx, kind, key, s, rules)?;
+                }
+                (None, None) => break,
+            }
+        }
+    }
+    actors.finish(tx)?;
+    if let Some(id) = batch.last_honey_id.or(pending.last_honey_id) {
+        super::set_watermark(tx, id)?;
+    }
+    Ok(())
+}
+
+/// Where a batch's time went (`RUST_LOG=sentrypeer::store=trace`): rows, summaries, analytics,
+/// commit, in milliseconds.
+fn timing(
+    events: usize,
+    flushed: bool,
+    took: [std::time::Duration; 3],
+    started: std::time::Instant,
+) {
+    let total = started.elapsed();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    tracing::trace!(
+        events,
+        flushed,
+        rows_ms = ms(took[0]),
+        summaries_ms = ms(took[1].saturating_sub(took[0])),
+        analytics_ms = ms(took[2].saturating_sub(took[1])),
+        commit_ms = ms(total.saturating_sub(took[2])),
+        "Batch written."
+    );
+}
+
+impl Drop for Writer {
+    /// The summaries are written before the connection closes, so a clean stop leaves nothing
+    /// for the next start to fold in.
+    fn drop(&mut self) {
+        match self.flush_summaries() {
+            Ok(()) => {
+                if let Err(error) = super::mark_writer_alive(&self.conn, None) {
+                    tracing::debug!(%error, "Could not mark the writer stopped.");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Could not write the last summaries; the next start folds them in.");
+            }
+        }
+    }
 }
 
 /// Queues every written event for the WebHook in the same transaction (see `store::outbox`).
@@ -91,8 +226,10 @@ impl Writer {
             reevaluating: None,
             retention: None,
             allow_generation: 0,
+            pending: Sightings::default(),
             _checkpointer: checkpointer,
         };
+        super::mark_writer_alive(&w.conn, Some(crate::actors::now_ms()))?;
         w.check_rules()?;
         Ok(w)
     }
@@ -141,6 +278,9 @@ impl Writer {
             self.check_rules()?;
         }
         let tx = self.conn.transaction()?;
+        super::mark_writer_alive(&tx, Some(now_ms))?;
+        let none = Sightings::default();
+        write_summaries(&tx, &mut self.actors, &self.rules, &self.pending, &none)?;
         let mut changed = self.actors.sweep(&tx, &self.rules, now_ms)?;
         if let Some(pos) = self.reevaluating.take() {
             let before = self.actors.seq();
@@ -150,6 +290,7 @@ impl Writer {
         self.actors.finish(&tx)?;
         self.analytics.prune(&tx, now_ms)?;
         tx.commit()?;
+        self.pending = Sightings::default();
         let kept_ms = i64::try_from(super::SIGNED_EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
         while self.prune_signed_before(now_ms.saturating_sub(kept_ms))? == PRUNE_STEP_ROWS as u64
@@ -220,18 +361,63 @@ impl Writer {
         self.outbox = Some(outbox);
     }
 
-    /// Writes every event of the batch, or none of them.
+    /// Writes every event of the batch, or none of them, and brings the summaries and the
+    /// bad-actor facts up to date in the same transaction.
     pub fn write_batch(&mut self, events: &[Arc<Event>]) -> rusqlite::Result<()> {
-        // The summaries change once per distinct address and number, not once per event, and in
-        // key order: neighbouring keys share B-tree pages, so each page is found and changed
-        // while it is hot (a quarter less CPU per batch of many distinct numbers).
-        let mut ips: BTreeMap<String, Sighting<'_>> = BTreeMap::new();
-        let mut numbers: BTreeMap<&str, Sighting<'_>> = BTreeMap::new();
+        self.write_events(events, false)
+    }
+
+    /// Writes the batch as [`Writer::write_batch`] does, while more events wait behind it: the
+    /// summaries and facts are gathered and written later, at the next batch with nothing
+    /// behind it, the next upkeep tick (once a second) or when `MAX_PENDING_KEYS` actors are
+    /// pending. In a flood of distinct numbers every page of the summaries changes in every
+    /// transaction, so writing them once a second instead of once a batch is most of the
+    /// writer's work saved. Lookups lag by at most that second. The watermark moves only with
+    /// the summaries: after a crash, opening the file folds the rows they missed back in.
+    pub fn write_batch_behind(&mut self, events: &[Arc<Event>]) -> rusqlite::Result<()> {
+        self.write_events(events, true)
+    }
+
+    /// Writes the pending summaries now, in a transaction of their own.
+    pub fn flush_summaries(&mut self) -> rusqlite::Result<()> {
+        if self.pending.last_honey_id.is_none() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        write_summaries(
+            &tx,
+            &mut self.actors,
+            &self.rules,
+            &self.pending,
+            &Sightings::default(),
+        )?;
+        tx.commit()?;
+        self.pending = Sightings::default();
+        Ok(())
+    }
+
+    /// After a batch committed: its sightings were written with the pending ones, or join them.
+    fn written(&mut self, seen: Sightings, flushed: bool) {
+        if flushed {
+            self.pending = Sightings::default();
+        } else {
+            self.pending.absorb(seen);
+        }
+    }
+
+    fn write_events(&mut self, events: &[Arc<Event>], behind: bool) -> rusqlite::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         // username → (newest timestamp, its ms, events in this batch)
         let mut usernames: BTreeMap<&str, (&str, i64, i64)> = BTreeMap::new();
         let mut new_own = Vec::new();
         let mut probes = Vec::with_capacity(events.len());
+        let mut seen = Sightings::default();
+        let started = std::time::Instant::now();
+        let mut took = [std::time::Duration::ZERO; 3];
         let tx = self.conn.transaction()?;
+        let flush;
         {
             let mut insert = tx.prepare_cached(INSERT_HONEY)?;
             // The summaries' watermark: the last `honey` row, taken as it is inserted (other
@@ -317,13 +503,14 @@ impl Writer {
                     method: &e.method,
                     called_number: &e.called_number,
                 });
-                ips.entry(ip)
-                    .or_insert_with(|| Sighting::new(&e.timestamp, ms))
-                    .add(&e.timestamp, ms, author);
-                numbers
-                    .entry(&e.called_number)
-                    .or_insert_with(|| Sighting::new(&e.timestamp, ms))
-                    .add(&e.timestamp, ms, author);
+                sight(&mut seen.ips, &ip, &e.timestamp, ms, author);
+                sight(
+                    &mut seen.numbers,
+                    &e.called_number,
+                    &e.timestamp,
+                    ms,
+                    author,
+                );
             }
             if self.outbox.is_some() {
                 for e in events {
@@ -332,12 +519,14 @@ impl Writer {
                     super::outbox::insert(&tx, &e.uuid.hyphenated().to_string(), &body)?;
                 }
             }
-            for (ip, s) in &ips {
-                self.actors.upsert(&tx, Kind::Ip, ip, s, &self.rules)?;
-            }
-            for (number, s) in &numbers {
-                self.actors
-                    .upsert(&tx, Kind::Number, number, s, &self.rules)?;
+            seen.last_honey_id = Some(honey_id);
+            took[0] = started.elapsed();
+            // An address just found to be our own is unlisted after its sightings are written.
+            flush = !behind
+                || !new_own.is_empty()
+                || self.pending.keys() + seen.keys() >= MAX_PENDING_KEYS;
+            if flush {
+                write_summaries(&tx, &mut self.actors, &self.rules, &self.pending, &seen)?;
             }
             for ip in &new_own {
                 self.actors.unlist(&tx, Kind::Ip, ip)?;
@@ -346,14 +535,16 @@ impl Writer {
                 tx.prepare_cached(UPSERT_USERNAME)?
                     .execute(rusqlite::params![username, seen_last, ms, count])?;
             }
+            took[1] = started.elapsed();
             self.actors.finish(&tx)?;
             self.analytics.add(&tx, &probes)?;
-            if !events.is_empty() {
-                super::set_watermark(&tx, honey_id)?;
-            }
+            took[2] = started.elapsed();
         }
         let Some(outbox) = &self.outbox else {
-            return tx.commit();
+            tx.commit()?;
+            self.written(seen, flush);
+            timing(events.len(), flush, took, started);
+            return Ok(());
         };
         // Count the table only when the gauge says the cap may be near.
         let queued = events.len() as u64;
@@ -365,6 +556,11 @@ impl Writer {
         };
         let depth = near.then(|| super::outbox::depth(&tx)).transpose()?;
         tx.commit()?;
+        self.written(seen, flush);
+        timing(events.len(), flush, took, started);
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
         let stats = &outbox.stats;
         match depth {
             Some(d) => stats.outbox_depth.store(d, Ordering::Relaxed),
@@ -473,6 +669,104 @@ mod tests {
         }));
         e.registered_attacker = registered;
         Arc::new(e)
+    }
+
+    #[test]
+    fn batches_written_behind_a_backlog_reach_the_summaries_at_upkeep_or_a_batch_with_none_behind()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        let conn = Connection::open(&path).unwrap();
+        let summary = |number: &str| -> (Option<i64>, i64, i64) {
+            conn.query_row(
+                "SELECT (SELECT seen_count FROM sentrypeer_numbers WHERE called_number = ?1),
+                        (SELECT count(*) FROM honey),
+                        (SELECT coalesce(last_honey_id, 0) FROM sentrypeer_summary_state)",
+                [number],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        let numbered = |n: &str| {
+            let mut e = (*at(T0, Origin::Local, None)).clone();
+            e.called_number = n.into();
+            Arc::new(e)
+        };
+        w.write_batch(&[numbered("100")]).unwrap();
+        assert_eq!(summary("100"), (Some(1), 1, 1));
+        // Behind: the events are written, the summaries and the watermark wait.
+        w.write_batch_behind(&[numbered("100"), numbered("200")])
+            .unwrap();
+        w.write_batch_behind(&[numbered("200")]).unwrap();
+        assert_eq!(summary("100"), (Some(1), 4, 1));
+        assert_eq!(summary("200"), (None, 4, 1));
+        // A batch with nothing behind it writes them all, its own too, each counted once.
+        w.write_batch(&[numbered("200")]).unwrap();
+        assert_eq!(summary("100"), (Some(2), 5, 5));
+        assert_eq!(summary("200"), (Some(3), 5, 5));
+        // The upkeep tick writes what waits.
+        w.write_batch_behind(&[numbered("300")]).unwrap();
+        assert_eq!(summary("300"), (None, 6, 5));
+        w.maintain(T0).unwrap();
+        assert_eq!(summary("300"), (Some(1), 6, 6));
+        // So does a clean stop.
+        w.write_batch_behind(&[numbered("400")]).unwrap();
+        drop(w);
+        assert_eq!(summary("400"), (Some(1), 7, 7));
+        let opened = super::super::open(&path).unwrap();
+        assert_eq!(opened.summarised, 0);
+    }
+
+    #[test]
+    fn sightings_pending_at_a_crash_are_folded_in_when_the_file_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        w.write_batch(&[at(T0, Origin::Local, None)]).unwrap();
+        w.write_batch_behind(&[
+            at(T0 + 1, Origin::Local, None),
+            at(T0 + 2, Origin::Local, None),
+        ])
+        .unwrap();
+        // A crash: what the writer held is gone.
+        w.pending = Sightings::default();
+        drop(w);
+        let opened = super::super::open(&path).unwrap();
+        assert_eq!(opened.summarised, 2);
+        let conn = Connection::open(&path).unwrap();
+        let n = crate::event::tests::sample().called_number;
+        let count: i64 = conn
+            .query_row(
+                "SELECT seen_count FROM sentrypeer_numbers WHERE called_number = ?1",
+                [n],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn opening_the_file_beside_a_live_writer_never_counts_its_pending_sightings_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = super::super::open(&path).unwrap().writer;
+        w.write_batch(&[at(T0, Origin::Local, None)]).unwrap();
+        w.write_batch_behind(&[
+            at(T0 + 1, Origin::Local, None),
+            at(T0 + 2, Origin::Local, None),
+        ])
+        .unwrap();
+        // `sentrypeer export` beside the running node.
+        super::super::open_for_reading(&path).unwrap();
+        w.flush_summaries().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT sum(seen_count) FROM sentrypeer_numbers", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(count, 3);
     }
 
     #[test]
