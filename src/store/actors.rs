@@ -90,10 +90,17 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<bool> {
                 added = true;
             }
         }
+        // `{t}_listed` serves the lists newest first and covers their filter (seen here or
+        // corroborated since the cutoff, not excluded), so a list's total is a count of index
+        // entries that reads no table rows (11 ms for 250,000 numbers; with the rows, 300 ms and
+        // every page of the table mapped into the reader). It replaces a plain `seen_last` index.
         conn.execute_batch(&format!(
             "CREATE INDEX IF NOT EXISTS {t}_change ON {t} (change_seq) WHERE change_seq > 0;
              CREATE INDEX IF NOT EXISTS {t}_announced ON {t} (announced_until_ms)
-               WHERE announced_until_ms IS NOT NULL;"
+               WHERE announced_until_ms IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS {t}_listed
+               ON {t} (seen_last, local_last_ms, corroborated_ms, excluded);
+             DROP INDEX IF EXISTS {t}_seen_last;"
         ))?;
     }
     if added {

@@ -85,10 +85,8 @@ const OUR_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sentrypeer_node (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sentrypeer_ip_addresses (ip_address TEXT PRIMARY KEY NOT NULL,
   seen_last TEXT NOT NULL, seen_count INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sentrypeer_ip_addresses_seen_last ON sentrypeer_ip_addresses (seen_last);
 CREATE TABLE IF NOT EXISTS sentrypeer_numbers (called_number TEXT PRIMARY KEY NOT NULL,
   seen_last TEXT NOT NULL, seen_count INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sentrypeer_numbers_seen_last ON sentrypeer_numbers (seen_last);
 CREATE TABLE IF NOT EXISTS sentrypeer_summary_state (id INTEGER PRIMARY KEY CHECK (id = 1),
   last_honey_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sentrypeer_writer_alive (id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -203,7 +201,6 @@ fn prepare(conn: &Connection, fold: Fold) -> Result<(Uuid, u64), StoreError> {
     }
     conn.execute_batch(OUR_SCHEMA)?;
     conn.execute_batch(DELETE_TRIGGER)?;
-    numbers::create_index(conn)?;
     add_honey_columns(conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     conn.execute_batch(peer_standing::SCHEMA)?;
@@ -212,6 +209,8 @@ fn prepare(conn: &Connection, fold: Fold) -> Result<(Uuid, u64), StoreError> {
     // Before the catch-up: a database from before the bad-actor set gets its facts from
     // `honey` here, and the catch-up then adds only rows written since by someone else.
     let migrated = actors::migrate(conn)?;
+    // The lists' indexes name the set's columns, which `migrate` adds to older databases.
+    numbers::create_index(conn)?;
     let summarised = match fold {
         Fold::UnlessAWriterIsAlive if writer_alive(conn)? => 0,
         _ => catch_up_summaries(conn)?,
