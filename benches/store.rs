@@ -39,8 +39,17 @@ fn events(n: usize, start: u64, numbers: u64) -> Vec<Arc<Event>> {
         .collect()
 }
 
-fn bench_writer(c: &mut Criterion) {
-    let mut g = c.benchmark_group("sqlite_writer");
+/// How the benchmarked writer takes each batch.
+#[derive(Clone, Copy)]
+enum Path {
+    /// `write_batch`: the summaries with every batch.
+    EveryBatch,
+    /// `write_batch_behind`, with the upkeep tick's flush once per this many batches.
+    Behind { upkeep_batches: u64 },
+}
+
+fn bench_path(c: &mut Criterion, group: &str, path: Path) {
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(BATCH as u64));
     g.sample_size(20);
     for numbers in [100u64, 250_000] {
@@ -54,34 +63,6 @@ fn bench_writer(c: &mut Criterion) {
                 .unwrap();
         }
         let mut next = 25 * BATCH as u64;
-        g.bench_function(format!("batch_of_{BATCH}_numbers_{numbers}"), |b| {
-            b.iter_batched(
-                || {
-                    next += BATCH as u64;
-                    events(BATCH, next, numbers)
-                },
-                |batch| w.write_batch(&batch).unwrap(),
-                BatchSize::LargeInput,
-            )
-        });
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("sqlite_writer_behind");
-    g.throughput(Throughput::Elements(BATCH as u64));
-    g.sample_size(20);
-    // Upkeep once per this many events: the tick's one second at 100,000 events a second.
-    const UPKEEP_BATCHES: u64 = 100_000 / BATCH as u64;
-    for numbers in [100u64, 250_000] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = sentrypeer::store::open(&dir.path().join("b.db"))
-            .unwrap()
-            .writer;
-        for k in 0..25 {
-            w.write_batch(&events(BATCH, k * BATCH as u64, numbers))
-                .unwrap();
-        }
-        let mut next = 25 * BATCH as u64;
         let mut written = 0u64;
         g.bench_function(format!("batch_of_{BATCH}_numbers_{numbers}"), |b| {
             b.iter_batched(
@@ -89,11 +70,14 @@ fn bench_writer(c: &mut Criterion) {
                     next += BATCH as u64;
                     events(BATCH, next, numbers)
                 },
-                |batch| {
-                    w.write_batch_behind(&batch).unwrap();
-                    written += 1;
-                    if written % UPKEEP_BATCHES == 0 {
-                        w.flush_summaries().unwrap();
+                |batch| match path {
+                    Path::EveryBatch => w.write_batch(&batch).unwrap(),
+                    Path::Behind { upkeep_batches } => {
+                        w.write_batch_behind(&batch).unwrap();
+                        written += 1;
+                        if written % upkeep_batches == 0 {
+                            w.flush_summaries().unwrap();
+                        }
                     }
                 },
                 BatchSize::LargeInput,
@@ -101,6 +85,13 @@ fn bench_writer(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn bench_writer(c: &mut Criterion) {
+    bench_path(c, "sqlite_writer", Path::EveryBatch);
+    // Upkeep once per 100,000 events: the tick's one second at 100,000 events a second.
+    let upkeep_batches = 100_000 / BATCH as u64;
+    bench_path(c, "sqlite_writer_behind", Path::Behind { upkeep_batches });
 }
 
 criterion_group!(benches, bench_writer);
