@@ -718,17 +718,23 @@ mod tests {
         assert_eq!(opened.summarised, 0);
     }
 
-    #[test]
-    fn sightings_pending_at_a_crash_are_folded_in_when_the_file_is_opened_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut w = super::super::open(&path).unwrap().writer;
+    /// A writer that wrote one event with its summaries and two behind a backlog (pending).
+    fn one_summarised_two_pending(path: &std::path::Path) -> Writer {
+        let mut w = super::super::open(path).unwrap().writer;
         w.write_batch(&[at(T0, Origin::Local, None)]).unwrap();
         w.write_batch_behind(&[
             at(T0 + 1, Origin::Local, None),
             at(T0 + 2, Origin::Local, None),
         ])
         .unwrap();
+        w
+    }
+
+    #[test]
+    fn sightings_pending_at_a_crash_are_folded_in_when_the_file_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = one_summarised_two_pending(&path);
         // A crash: what the writer held is gone.
         w.pending = Sightings::default();
         drop(w);
@@ -750,13 +756,7 @@ mod tests {
     fn opening_the_file_beside_a_live_writer_never_counts_its_pending_sightings_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut w = super::super::open(&path).unwrap().writer;
-        w.write_batch(&[at(T0, Origin::Local, None)]).unwrap();
-        w.write_batch_behind(&[
-            at(T0 + 1, Origin::Local, None),
-            at(T0 + 2, Origin::Local, None),
-        ])
-        .unwrap();
+        let mut w = one_summarised_two_pending(&path);
         // `sentrypeer export` beside the running node.
         super::super::open_for_reading(&path).unwrap();
         w.flush_summaries().unwrap();
