@@ -59,6 +59,28 @@ const STEP_ROWS: i64 = 5_000;
 const TS_MS_SQL: &str =
     "CAST(round((julianday(substr(ts, 1, 23)) - 2440587.5) * 86400000.0) AS INTEGER)";
 
+/// Adds a sighting to an actor's summary and facts (inserting it with its verdict when new);
+/// returns what the verdict needs.
+macro_rules! upsert_sql {
+    ($t:literal, $col:literal) => {
+        concat!(
+            "INSERT INTO ", $t, " (", $col, ", seen_last, seen_count, first_seen_ms, last_seen_ms,
+               local_last_ms, excluded, announced_until_ms, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(", $col, ") DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+               seen_count = seen_count + excluded.seen_count,
+               first_seen_ms = min(coalesce(first_seen_ms, excluded.first_seen_ms), excluded.first_seen_ms),
+               last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
+               local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
+                                   coalesce(excluded.local_last_ms, local_last_ms)),
+               excluded = excluded.excluded
+             RETURNING local_last_ms, corroborated_ms, announced_until_ms, seen_count"
+        )
+    };
+}
+const UPSERT_IP: &str = upsert_sql!("sentrypeer_ip_addresses", "ip_address");
+const UPSERT_NUMBER: &str = upsert_sql!("sentrypeer_numbers", "called_number");
+
 /// Table, key column and stored kind number of each kind.
 pub(crate) fn table(kind: Kind) -> (&'static str, &'static str, i64) {
     match kind {
@@ -94,14 +116,20 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<bool> {
         // corroborated since the cutoff, not excluded), so a list's total is a count of index
         // entries that reads no table rows (11 ms for 250,000 numbers; with the rows, 300 ms and
         // every page of the table mapped into the reader). It replaces a plain `seen_last` index.
+        // Called values have two such indexes instead, dialled numbers and the rest
+        // (`store::numbers::create_index`).
         conn.execute_batch(&format!(
             "CREATE INDEX IF NOT EXISTS {t}_change ON {t} (change_seq) WHERE change_seq > 0;
              CREATE INDEX IF NOT EXISTS {t}_announced ON {t} (announced_until_ms)
                WHERE announced_until_ms IS NOT NULL;
-             CREATE INDEX IF NOT EXISTS {t}_listed
-               ON {t} (seen_last, local_last_ms, corroborated_ms, excluded);
              DROP INDEX IF EXISTS {t}_seen_last;"
         ))?;
+        if kind == Kind::Ip {
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {t}_listed
+                   ON {t} (seen_last, local_last_ms, corroborated_ms, excluded);"
+            ))?;
+        }
     }
     if added {
         backfill(conn, None)?;
@@ -288,7 +316,6 @@ impl ActorWriter {
         s: &Sighting,
         rules: &Rules,
     ) -> rusqlite::Result<()> {
-        let (t, col, _) = table(kind);
         let is_excluded = excluded(kind, key, rules);
         // A new actor is inserted with its verdict in the same statement (most keys of a flood
         // are new); an existing one has its verdict compared below. A sequence number taken for
@@ -303,34 +330,25 @@ impl ActorWriter {
         } else {
             0
         };
-        let row: (Option<i64>, Option<i64>, Option<i64>, i64) = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {t} ({col}, seen_last, seen_count, first_seen_ms, last_seen_ms, local_last_ms,
-                   excluded, announced_until_ms, change_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT({col}) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
-                   seen_count = seen_count + excluded.seen_count,
-                   first_seen_ms = min(coalesce(first_seen_ms, excluded.first_seen_ms), excluded.first_seen_ms),
-                   last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
-                   local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
-                                       coalesce(excluded.local_last_ms, local_last_ms)),
-                   excluded = excluded.excluded
-                 RETURNING local_last_ms, corroborated_ms, announced_until_ms, seen_count"
-            ))?
-            .query_row(
-                params![
-                    key,
-                    &s.ts,
-                    s.count,
-                    s.first_ms,
-                    s.last_ms,
-                    s.local_ms,
-                    is_excluded,
-                    new_until,
-                    new_seq
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
+        // Once per actor in a flood: a constant, not formatted per call.
+        let sql = match kind {
+            Kind::Ip => UPSERT_IP,
+            Kind::Number => UPSERT_NUMBER,
+        };
+        let row: (Option<i64>, Option<i64>, Option<i64>, i64) = tx.prepare_cached(sql)?.query_row(
+            params![
+                key,
+                &s.ts,
+                s.count,
+                s.first_ms,
+                s.last_ms,
+                s.local_ms,
+                is_excluded,
+                new_until,
+                new_seq
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
         let (local, mut corroborated, announced, count) = row;
         let inserted = count == s.count;
         if s.authors.is_empty() && inserted {

@@ -97,6 +97,30 @@ impl Grain {
         }
     }
 
+    /// Adds to a bucket's count (a constant: the writer runs it for every distinct value of
+    /// every batch).
+    fn upsert_sql(self) -> &'static str {
+        macro_rules! upsert {
+            ($t:literal) => {
+                concat!(
+                    "INSERT INTO ",
+                    $t,
+                    " (dim, bucket, value, seen_count, first_ms, last_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(dim, bucket, value) DO UPDATE SET
+                       seen_count = seen_count + excluded.seen_count,
+                       first_ms = min(first_ms, excluded.first_ms),
+                       last_ms = max(last_ms, excluded.last_ms)"
+                )
+            };
+        }
+        match self {
+            Grain::Minute => upsert!("sentrypeer_stats_minute"),
+            Grain::Hour => upsert!("sentrypeer_stats_hour"),
+            Grain::Day => upsert!("sentrypeer_stats_day"),
+        }
+    }
+
     fn ms(self) -> i64 {
         match self {
             Grain::Minute => MINUTE_MS,
@@ -332,16 +356,7 @@ impl Aggregator {
                 .or_insert(a);
         }
         for ((grain, dim, bucket, value), a) in &admitted {
-            tx.prepare_cached(&format!(
-                "INSERT INTO {} (dim, bucket, value, seen_count, first_ms, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(dim, bucket, value) DO UPDATE SET
-                   seen_count = seen_count + excluded.seen_count,
-                   first_ms = min(first_ms, excluded.first_ms),
-                   last_ms = max(last_ms, excluded.last_ms)",
-                grain.table()
-            ))?
-            .execute(params![
+            tx.prepare_cached(grain.upsert_sql())?.execute(params![
                 *dim as i64,
                 bucket,
                 value,

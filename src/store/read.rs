@@ -27,6 +27,35 @@ pub enum ListKind {
     Usernames,
 }
 
+/// Every called value is in one of two partial indexes, dialled numbers or the rest (see
+/// `store::numbers`), so a value seen again updates one list index, not two. `?all=true`
+/// reads both, merged newest first by SQLite (each half already in order: no sorting).
+fn called_values_sql(recent: &str) -> (String, String, String) {
+    let dialled = dialled_sql!("called_number");
+    let half = |which: &str, cursor: &str| {
+        format!(
+            "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
+             WHERE {which}{dialled} AND {recent}{cursor}"
+        )
+    };
+    let count = |which: &str| {
+        format!("(SELECT count(*) FROM sentrypeer_numbers WHERE {which}{dialled} AND {recent})")
+    };
+    let both = |cursor: &str| {
+        format!(
+            "{} UNION ALL {} ORDER BY seen_last DESC, called_number DESC LIMIT :limit",
+            half("", cursor),
+            half("NOT ", cursor)
+        )
+    };
+    const CURSOR: &str = " AND (seen_last, called_number) < (:last, :key)";
+    (
+        format!("SELECT {} + {}", count(""), count("NOT ")),
+        both(""),
+        both(CURSOR),
+    )
+}
+
 impl ListKind {
     /// (count, first page, next page after a `(seen_last, key)` cursor), newest first, of the
     /// actors listed now: seen here or corroborated since `:cutoff` (now less the TTL), and not
@@ -51,7 +80,7 @@ impl ListKind {
                     dialled_sql!("called_number")
                 ),
             ),
-            ListKind::CalledValues => ("sentrypeer_numbers", "called_number", RECENT.to_string()),
+            ListKind::CalledValues => return called_values_sql(RECENT),
             ListKind::Usernames => (
                 "sentrypeer_usernames",
                 "username",
@@ -421,7 +450,8 @@ mod tests {
         };
         for (kind, index) in [
             (ListKind::Numbers, "sentrypeer_numbers_dialled_listed"),
-            (ListKind::CalledValues, "sentrypeer_numbers_listed"),
+            (ListKind::CalledValues, "sentrypeer_numbers_dialled_listed"),
+            (ListKind::CalledValues, "sentrypeer_numbers_other_listed"),
             (ListKind::IpAddresses, "sentrypeer_ip_addresses_listed"),
         ] {
             let (count, ..) = kind.sql();
@@ -430,6 +460,27 @@ mod tests {
                 plan.iter()
                     .any(|step| step.contains(&format!("COVERING INDEX {index}"))),
                 "{count}: {plan:?}"
+            );
+        }
+        // Every called value: the two indexes merged in order; only entries that share a
+        // `seen_last` are put in key order (as for one index), nothing else is sorted.
+        let (_, first, next) = ListKind::CalledValues.sql();
+        for (sql, params) in [(first, 2), (next, 4)] {
+            let plan = plan_of(&sql, params);
+            for index in [
+                "sentrypeer_numbers_dialled_listed",
+                "sentrypeer_numbers_other_listed",
+            ] {
+                assert!(
+                    plan.iter().any(|step| step.contains(index)),
+                    "{sql}: {plan:?}"
+                );
+            }
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
+                "{sql}: {plan:?}"
             );
         }
         let (count, first, next) = ListKind::Numbers.sql();
