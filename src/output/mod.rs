@@ -178,6 +178,13 @@ pub trait BatchSink: Send + 'static {
     /// Told before each batch how many events wait behind it: a sink may put off work that
     /// costs less done once for many batches (the database's summaries) while it is behind.
     fn behind(&mut self, _waiting: u64) {}
+    /// While events keep coming, the least time between two batches: the batch after one
+    /// written this recently waits that long to fill, so a stream of events makes fewer,
+    /// bigger batches (a database commit costs per batch as well as per event). An event
+    /// after a quiet spell is written at once.
+    fn batch_gap(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// The most events it takes from its queue at once.
     fn max_batch(&self) -> usize {
         MAX_BATCH
@@ -207,6 +214,8 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
             let mut failing = false;
             let every = sink.tick_every();
             let mut last_tick = std::time::Instant::now();
+            let gap = sink.batch_gap();
+            let mut last_batch: Option<std::time::Instant> = None;
             loop {
                 let got = match every {
                     None => queue.blocking_recv_many(&mut batch, max_batch),
@@ -224,6 +233,21 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
                 };
                 if got == 0 {
                     break;
+                }
+                if let Some(due) = last_batch.map(|at| at + gap) {
+                    // Fill the batch until the gap is over (or the queue closes: the next
+                    // receive then ends the loop).
+                    loop {
+                        let left = due.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() || batch.len() >= max_batch {
+                            break;
+                        }
+                        let room = max_batch - batch.len();
+                        match queue.blocking_recv_many_for(&runtime, &mut batch, room, left) {
+                            Some(0) | None => break,
+                            Some(_) => {}
+                        }
+                    }
                 }
                 sink.behind(queue.stats.depth());
                 match sink.write(&batch) {
@@ -244,6 +268,7 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
                 }
                 queue.release(&batch);
                 batch.clear();
+                last_batch = Some(std::time::Instant::now());
                 if every.is_some_and(|every| last_tick.elapsed() >= every) {
                     sink.tick();
                     last_tick = std::time::Instant::now();
@@ -252,4 +277,51 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
             tracing::debug!(output = name, "Output drained and closed.");
         })?;
     Ok(Running::Thread(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands the size of each batch it is given to the test.
+    struct Sizes(std::sync::mpsc::Sender<usize>, Duration);
+
+    impl BatchSink for Sizes {
+        fn write(&mut self, batch: &[Arc<Event>]) -> Result<(), String> {
+            self.0.send(batch.len()).map_err(|e| e.to_string())
+        }
+        fn batch_gap(&self) -> Duration {
+            self.1
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_that_come_within_the_gap_after_a_batch_are_written_together() {
+        let mut b = crate::pipeline::PipelineBuilder::default();
+        let queue = b.output("sizes", 100);
+        let stats = queue.stats.clone();
+        let (pipeline, _) = b.build();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let running = spawn_thread(queue, Sizes(tx, Duration::from_millis(300))).unwrap();
+        let next = || rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        pipeline.publish(crate::event::tests::sample());
+        assert_eq!(next(), 1, "the first event is written at once");
+        // Once the output has taken the second event (it then waits for the gap to end),
+        // two more come.
+        pipeline.publish(crate::event::tests::sample());
+        while stats.depth() > 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..2 {
+            pipeline.publish(crate::event::tests::sample());
+        }
+        assert_eq!(next(), 3, "the next three wait for the gap and go together");
+        drop(pipeline);
+        let Running::Thread(thread) = running else {
+            panic!("a thread output")
+        };
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
 }

@@ -24,6 +24,11 @@ const MAX_BATCH: usize = 8192;
 /// How often the bad-actor set's upkeep runs: an expired listing is announced as removed
 /// within this long of its expiry.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// While events keep coming, the least time between two transactions: a stream of probes is
+/// written in batches of hundreds, not of tens (each commit writes the pages it changed,
+/// wherever in them the batch's rows fell: the analytics buckets, `honey`'s tail). Events
+/// wait at most this long in the queue before their transaction starts.
+const BATCH_GAP: Duration = Duration::from_millis(10);
 
 /// The database output is always on; its file (`-f`) is opened before the outputs are built,
 /// since the API, the peers and the WebHook read it too.
@@ -80,6 +85,10 @@ impl BatchSink for Database {
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+
+    fn batch_gap(&self) -> Duration {
+        BATCH_GAP
     }
 
     fn tick_every(&self) -> Option<Duration> {
