@@ -9,17 +9,43 @@ use tokio::sync::mpsc;
 
 use crate::event::Event;
 
-/// A queue of N events may hold N times this many bytes: about half a queue of typical probes
-/// (700 B to 1 KiB with what they cost beyond the message), while a flood of 64 KiB messages
-/// fills it after a few hundred. Every queue together stays within the node's memory target
-/// (under 100 MB in all).
+/// A queue of N events may hold N times this many bytes: about a third of a queue of typical
+/// probes (800 B to 1 KiB each in memory), while a flood of 64 KiB messages fills it after a
+/// few hundred. Every queue together stays within the node's memory target (under 100 MB in
+/// all).
 const BUDGET_BYTES_PER_EVENT: u64 = 320;
-/// What an event costs a queue beyond its message: the other fields and the allocation.
-const EVENT_OVERHEAD_BYTES: u64 = 256;
+/// What an allocation costs beyond the bytes asked for: glibc's chunk header and rounding.
+const ALLOCATION_OVERHEAD_BYTES: usize = 24;
+/// The allocations of every event: the event (in its `Arc`) and its five strings.
+const EVENT_ALLOCATIONS: usize = 6;
+/// What a set of credentials costs beyond its own strings' lengths (rare: REGISTERs).
+const SIP_AUTH_BYTES: usize = 512;
 
-/// The bytes an event is charged in a queue (a peer's event also holds its signed form).
+/// The bytes an event holds in memory, which its queue is charged: the event itself, every
+/// string it owns, the signed form of a peer's event, and the allocator's share (a queue
+/// charged for the message alone held a third more than its budget).
 fn weight(e: &Event) -> u64 {
-    (e.message.len() + e.signed.as_ref().map_or(0, |s| s.len())) as u64 + EVENT_OVERHEAD_BYTES
+    let strings = e.timestamp.len()
+        + e.called_number.len()
+        + e.method.len()
+        + e.user_agent.len()
+        + e.message.len();
+    let auth = e.sip_auth.as_ref().map_or(0, |a| {
+        let digest = a.digest.as_ref();
+        SIP_AUTH_BYTES
+            + a.username.len()
+            + digest.map_or(0, |d| d.realm.len() + d.uri.len() + d.response.len())
+    });
+    let signed = e
+        .signed
+        .as_ref()
+        .map_or(0, |s| s.len() + ALLOCATION_OVERHEAD_BYTES);
+    (std::mem::size_of::<Event>()
+        + 2 * std::mem::size_of::<usize>()
+        + EVENT_ALLOCATIONS * ALLOCATION_OVERHEAD_BYTES
+        + strings
+        + auth
+        + signed) as u64
 }
 
 /// What every output reports about its queue and its work.
@@ -144,8 +170,9 @@ impl Pipeline {
             // memory where a flood of small probes would not.
             // Reserve the bytes before the event is visible to the output, so the output's
             // subtraction can never run ahead of this addition (and wrap the counter).
+            // An empty queue takes any one event, so no event is too big for every queue.
             let queued = tap.stats.queued_bytes.fetch_add(size, Ordering::Relaxed);
-            if queued + size > tap.stats.capacity_bytes {
+            if queued > 0 && queued + size > tap.stats.capacity_bytes {
                 tap.stats.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 tap.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -239,7 +266,7 @@ mod tests {
     async fn a_full_queue_drops_for_that_output_only_and_counts() {
         let mut b = PipelineBuilder::default();
         let mut small = b.output("small", 1);
-        let mut big = b.output("big", 10);
+        let mut big = b.output("big", 100);
         let (p, _) = b.build();
         for _ in 0..3 {
             p.publish(crate::event::tests::sample());
@@ -284,6 +311,27 @@ mod tests {
         // 480 * 320 bytes hold two 60 KiB messages, not ten.
         assert_eq!(q.stats.depth(), 2);
         assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn an_event_is_charged_all_it_holds_and_an_empty_queue_takes_any_one() {
+        let mut e = crate::event::tests::sample();
+        e.message = "x".repeat(1000);
+        e.user_agent = "y".repeat(100);
+        let held = std::mem::size_of::<Event>() + 1000 + 100 + e.timestamp.len();
+        assert!(weight(&e) > held as u64, "{} <= {held}", weight(&e));
+        e.signed = Some(vec![0u8; 2000].into());
+        assert!(weight(&e) > held as u64 + 2000);
+        // Four events' budget is 1,280 bytes: the first 4 KiB message is taken all the same,
+        // the second is not.
+        let mut b = PipelineBuilder::default();
+        let q = b.output("q", 4);
+        let (p, _) = b.build();
+        e.message = "x".repeat(4096);
+        p.publish(e.clone());
+        p.publish(e);
+        assert_eq!(q.stats.depth(), 1);
+        assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Writer {
     /// Sightings the summaries have not been told yet (see [`Writer::write_batch_behind`]).
     pending: Sightings,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
-    _checkpointer: super::checkpoint::Checkpointer,
+    checkpointer: super::checkpoint::Checkpointer,
 }
 
 /// What the writer saw of each actor and has not yet written to the summaries and the
@@ -67,9 +67,12 @@ impl Sightings {
     }
 }
 
-/// The most actors the pending sightings hold (a few hundred bytes each) before they are
-/// written whatever the backlog: bounds their memory in a flood of distinct numbers.
-const MAX_PENDING_KEYS: usize = 16_384;
+/// The most actors the pending sightings hold (a few hundred bytes each: about 8 MB) before
+/// they are written whatever the backlog: bounds their memory in a flood of distinct numbers.
+/// With many distinct numbers, each write of the summaries changes nearly every page of them,
+/// so it costs about the same for 16,000 actors as for 32,000: fewer, bigger writes are the
+/// saving, within the memory target.
+const MAX_PENDING_KEYS: usize = 32_768;
 
 /// Adds one event to an actor's sighting, copying its key only when it is new.
 fn sight(map: &mut BTreeMap<String, Sighting>, key: &str, ts: &str, ms: i64, author: Option<&str>) {
@@ -227,7 +230,7 @@ impl Writer {
             retention: None,
             allow_generation: 0,
             pending: Sightings::default(),
-            _checkpointer: checkpointer,
+            checkpointer,
         };
         super::mark_writer_alive(&w.conn, Some(crate::actors::now_ms()))?;
         w.check_rules()?;
@@ -291,6 +294,7 @@ impl Writer {
         self.analytics.prune(&tx, now_ms)?;
         tx.commit()?;
         self.pending = Sightings::default();
+        self.checkpoint_if_due();
         let kept_ms = i64::try_from(super::SIGNED_EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
         while self.prune_signed_before(now_ms.saturating_sub(kept_ms))? == PRUNE_STEP_ROWS as u64
@@ -394,6 +398,14 @@ impl Writer {
         tx.commit()?;
         self.pending = Sightings::default();
         Ok(())
+    }
+
+    /// Between two transactions: finishes the checkpoint the checkpointer asks for, so that
+    /// the next transaction starts the WAL over (see `store::checkpoint`).
+    fn checkpoint_if_due(&self) {
+        if self.checkpointer.wal_restart_due() {
+            super::checkpoint::finish_checkpoint(&self.conn);
+        }
     }
 
     /// After a batch committed: its sightings were written with the pending ones, or join them.
@@ -544,6 +556,7 @@ impl Writer {
             tx.commit()?;
             self.written(seen, flush);
             timing(events.len(), flush, took, started);
+            self.checkpoint_if_due();
             return Ok(());
         };
         // Count the table only when the gauge says the cap may be near.
@@ -558,6 +571,7 @@ impl Writer {
         tx.commit()?;
         self.written(seen, flush);
         timing(events.len(), flush, took, started);
+        self.checkpoint_if_due();
         let Some(outbox) = &self.outbox else {
             return Ok(());
         };
