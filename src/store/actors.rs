@@ -59,27 +59,89 @@ const STEP_ROWS: i64 = 5_000;
 const TS_MS_SQL: &str =
     "CAST(round((julianday(substr(ts, 1, 23)) - 2440587.5) * 86400000.0) AS INTEGER)";
 
-/// Adds a sighting to an actor's summary and facts (inserting it with its verdict when new);
-/// returns what the verdict needs.
-macro_rules! upsert_sql {
+/// A sighting of an actor the summary holds: added to its summary and facts. A plain update of
+/// one row by its key: no statement journal and no result table, which an upsert with
+/// `RETURNING` needs (SQLite runs `RETURNING` as a trigger): a third of the upsert's time in a
+/// flood of distinct numbers.
+macro_rules! update_sql {
     ($t:literal, $col:literal) => {
         concat!(
-            "INSERT INTO ", $t, " (", $col, ", seen_last, seen_count, first_seen_ms, last_seen_ms,
-               local_last_ms, excluded, announced_until_ms, change_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(", $col, ") DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
-               seen_count = seen_count + excluded.seen_count,
-               first_seen_ms = min(coalesce(first_seen_ms, excluded.first_seen_ms), excluded.first_seen_ms),
-               last_seen_ms = max(coalesce(last_seen_ms, excluded.last_seen_ms), excluded.last_seen_ms),
-               local_last_ms = max(coalesce(local_last_ms, excluded.local_last_ms),
-                                   coalesce(excluded.local_last_ms, local_last_ms)),
-               excluded = excluded.excluded
-             RETURNING local_last_ms, corroborated_ms, announced_until_ms, seen_count"
+            "UPDATE ",
+            $t,
+            " SET seen_last = max(seen_last, ?2), seen_count = seen_count + ?3,
+               first_seen_ms = min(coalesce(first_seen_ms, ?4), ?4),
+               last_seen_ms = max(coalesce(last_seen_ms, ?5), ?5),
+               local_last_ms = max(coalesce(local_last_ms, ?6), coalesce(?6, local_last_ms)),
+               excluded = ?7
+             WHERE ",
+            $col,
+            " = ?1"
         )
     };
 }
-const UPSERT_IP: &str = upsert_sql!("sentrypeer_ip_addresses", "ip_address");
-const UPSERT_NUMBER: &str = upsert_sql!("sentrypeer_numbers", "called_number");
+/// A new actor, with its verdict.
+macro_rules! insert_sql {
+    ($t:literal, $col:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $t,
+            " (",
+            $col,
+            ", seen_last, seen_count, first_seen_ms, last_seen_ms,
+               local_last_ms, excluded, announced_until_ms, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        )
+    };
+}
+/// What the verdict of an updated actor needs.
+macro_rules! facts_sql {
+    ($t:literal, $col:literal) => {
+        concat!(
+            "SELECT local_last_ms, corroborated_ms, announced_until_ms FROM ",
+            $t,
+            " WHERE ",
+            $col,
+            " = ?1"
+        )
+    };
+}
+/// Update, insert and facts SQL of each kind: constants, so the statement cache finds them
+/// without formatting.
+const IP_SQL: [&str; 3] = [
+    update_sql!("sentrypeer_ip_addresses", "ip_address"),
+    insert_sql!("sentrypeer_ip_addresses", "ip_address"),
+    facts_sql!("sentrypeer_ip_addresses", "ip_address"),
+];
+const NUMBER_SQL: [&str; 3] = [
+    update_sql!("sentrypeer_numbers", "called_number"),
+    insert_sql!("sentrypeer_numbers", "called_number"),
+    facts_sql!("sentrypeer_numbers", "called_number"),
+];
+
+/// One kind's statements for [`ActorWriter::upsert`], prepared once per write of the summaries
+/// (looking each up in the statement cache hashes its SQL: once per actor, that was a few
+/// percent of a flood).
+pub(crate) struct Upsert<'c> {
+    kind: Kind,
+    update: rusqlite::CachedStatement<'c>,
+    insert: rusqlite::CachedStatement<'c>,
+    facts: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Upsert<'c> {
+    pub(crate) fn prepare(tx: &'c Transaction<'_>, kind: Kind) -> rusqlite::Result<Self> {
+        let [update, insert, facts] = match kind {
+            Kind::Ip => IP_SQL,
+            Kind::Number => NUMBER_SQL,
+        };
+        Ok(Self {
+            kind,
+            update: tx.prepare_cached(update)?,
+            insert: tx.prepare_cached(insert)?,
+            facts: tx.prepare_cached(facts)?,
+        })
+    }
+}
 
 /// Table, key column and stored kind number of each kind.
 pub(crate) fn table(kind: Kind) -> (&'static str, &'static str, i64) {
@@ -311,32 +373,35 @@ impl ActorWriter {
     pub(crate) fn upsert(
         &mut self,
         tx: &Transaction<'_>,
-        kind: Kind,
+        stmts: &mut Upsert<'_>,
         key: &str,
         s: &Sighting,
         rules: &Rules,
     ) -> rusqlite::Result<()> {
+        let kind = stmts.kind;
         let is_excluded = excluded(kind, key, rules);
-        // A new actor is inserted with its verdict in the same statement (most keys of a flood
-        // are new); an existing one has its verdict compared below. A sequence number taken for
-        // an insert that turns out to be an update is simply skipped: the sequence only grows.
-        let new_until = rules.listed_until(Facts {
-            excluded: is_excluded,
-            local_last_ms: s.local_ms,
-            corroborated_ms: None,
-        });
-        let new_seq = if new_until.is_some() {
-            self.next_seq()
+        let updated = stmts.update.execute(params![
+            key,
+            &s.ts,
+            s.count,
+            s.first_ms,
+            s.last_ms,
+            s.local_ms,
+            is_excluded,
+        ])? > 0;
+        let (local, mut corroborated, announced) = if updated {
+            stmts
+                .facts
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         } else {
-            0
-        };
-        // Once per actor in a flood: a constant, not formatted per call.
-        let sql = match kind {
-            Kind::Ip => UPSERT_IP,
-            Kind::Number => UPSERT_NUMBER,
-        };
-        let row: (Option<i64>, Option<i64>, Option<i64>, i64) = tx.prepare_cached(sql)?.query_row(
-            params![
+            // New (most actors of a flood are): inserted with its verdict.
+            let until = rules.listed_until(Facts {
+                excluded: is_excluded,
+                local_last_ms: s.local_ms,
+                corroborated_ms: None,
+            });
+            let seq = if until.is_some() { self.next_seq() } else { 0 };
+            stmts.insert.execute(params![
                 key,
                 &s.ts,
                 s.count,
@@ -344,16 +409,14 @@ impl ActorWriter {
                 s.last_ms,
                 s.local_ms,
                 is_excluded,
-                new_until,
-                new_seq
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        let (local, mut corroborated, announced, count) = row;
-        let inserted = count == s.count;
-        if s.authors.is_empty() && inserted {
-            return Ok(());
-        }
+                until,
+                seq
+            ])?;
+            if s.authors.is_empty() {
+                return Ok(());
+            }
+            (s.local_ms, None, until)
+        };
         if !s.authors.is_empty() {
             corroborated = self.report(tx, kind, key, &s.authors, rules)?;
         }

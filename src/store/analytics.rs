@@ -8,7 +8,7 @@
 //! [`MAX_VALUE_CHARS`], and a bucket holds at most [`MAX_VALUES_PER_BUCKET`] distinct values
 //! per dimension; the rest are counted under [`OTHER`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::IpAddr;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -300,7 +300,9 @@ impl Aggregator {
         }
         // Counted per minute first; hours and days are sums of minutes, so each event costs a
         // third of the map work it would cost counted in every grain.
-        let mut minutes: HashMap<(Dim, i64, &str), Agg> = HashMap::new();
+        // Sized for the usual batch (a number and a few shared values per probe): growing it
+        // rehashes every key again.
+        let mut minutes: HashMap<(Dim, i64, &str), Agg> = HashMap::with_capacity(probes.len() + 64);
         for p in probes {
             let Some((country, network, asn, ip)) = places.get(&p.source) else {
                 continue;
@@ -331,7 +333,8 @@ impl Aggregator {
                     });
             }
         }
-        let mut batch: HashMap<(Grain, Dim, i64, &str), Agg> = HashMap::new();
+        let mut batch: HashMap<(Grain, Dim, i64, &str), Agg> =
+            HashMap::with_capacity(minutes.len() * GRAINS.len());
         for ((dim, minute, value), a) in minutes {
             for grain in GRAINS {
                 let bucket = (minute * Grain::Minute.ms()).div_euclid(grain.ms());

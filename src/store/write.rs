@@ -102,6 +102,10 @@ fn write_summaries(
         (Kind::Number, &pending.numbers, &batch.numbers),
     ] {
         let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+        if a.peek().is_none() && b.peek().is_none() {
+            continue;
+        }
+        let mut stmts = super::actors::Upsert::prepare(tx, kind)?;
         loop {
             let order = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -115,10 +119,10 @@ fn write_summaries(
                 (Some((key, x)), Some((_, y))) => {
                     let mut both = x.clone();
                     both.merge(y);
-                    actors.upsert(tx, kind, key, &both, rules)?;
+                    actors.upsert(tx, &mut stmts, key, &both, rules)?;
                 }
                 (Some((key, s)), None) | (None, Some((key, s))) => {
-                    actors.upsert(tx, kind, key, s, rules)?;
+                    actors.upsert(tx, &mut stmts, key, s, rules)?;
                 }
                 (None, None) => break,
             }
