@@ -14,6 +14,9 @@
 # - recorded / lost: rows once the queue drained, and sent - rows; of those, the kernel's drops
 #   (UDP receive-buffer overflows on this machine during the run: the capture did not read in
 #   time) and the database queue's (full: the writer did not keep up);
+# - node CPU: the node's CPU time over the send window, in cores (1.00: one core all the time);
+#   writer busy: the database writer thread's share of one core over the window (its headroom
+#   is what is left of 100%);
 # - peak RSS: the node's VmHWM.
 # Loopback only; the generator shares the machine's cores with the node.
 set -euo pipefail
@@ -57,11 +60,30 @@ for _ in range(100):
 rcvbuf_errors() {
   echo $(( $(awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) + $(awk '/^Udp6RcvbufErrors/ {print $2}' /proc/net/snmp6) ))
 }
+# CPU seconds (user + system) of a process, or of one of its threads by name.
+cpu_secs() {
+  python3 - "$1" "${2:-}" <<'PY'
+import os, sys
+pid, name = sys.argv[1], sys.argv[2]
+tick = os.sysconf('SC_CLK_TCK')
+def secs(stat):
+    f = open(stat).read().rsplit(')', 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+if not name:
+    print(secs(f'/proc/{pid}/stat'))
+else:
+    for t in os.listdir(f'/proc/{pid}/task'):
+        if open(f'/proc/{pid}/task/{t}/comm').read().strip() == name:
+            print(secs(f'/proc/{pid}/task/{t}/stat')); break
+    else:
+        print(0)
+PY
+}
 health() { curl -s -m 2 "http://$API/health-check"; }
 sqlite_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['outputs']['sqlite']['$1'])"; }
 
-printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | kernel drops | queue drops | peak RSS | API answered |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | kernel drops | queue drops | node CPU | writer busy | peak RSS | API answered |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for bin in "${bins[@]}"; do
   d=$WORK/node; rm -rf "$d"; mkdir -p "$d"
   port=$(free_port)
@@ -76,8 +98,10 @@ for bin in "${bins[@]}"; do
   POLL_PID=$!
   count=$((rate * secs))
   rcvbuf0=$(rcvbuf_errors)
+  cpu0=$(cpu_secs $NODE_PID); wcpu0=$(cpu_secs $NODE_PID output-sqlite)
   out=$("$GEN" send --target "127.0.0.1:$port" --transport "$transport" --rate "$rate" --count "$count" \
         --sources 64 --numbers "$numbers" --body-bytes "$body" $junk)
+  cpu1=$(cpu_secs $NODE_PID); wcpu1=$(cpu_secs $NODE_PID output-sqlite)
   window=$(sqlite3 "$d/sentrypeer.db" "SELECT count(*) FROM honey")
   depth=$(health | sqlite_field queue_depth)
   answered=$(cat "$d/poll")
@@ -90,13 +114,15 @@ for bin in "${bins[@]}"; do
   qdrops=$(health | sqlite_field dropped)
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$NODE_PID/status)
   kill -TERM $NODE_PID; wait $NODE_PID 2>/dev/null || true; NODE_PID=
-  python3 - "$bin" "$rate" "$sent" "$took" "$window" "$depth" "$capacity" "$rows" "$hwm" "$answered" "$secs" "$kdrops" "$qdrops" <<'PY'
+  python3 - "$bin" "$rate" "$sent" "$took" "$window" "$depth" "$capacity" "$rows" "$hwm" "$answered" "$secs" "$kdrops" "$qdrops" \
+    "$(python3 -c "print($cpu1 - $cpu0)")" "$(python3 -c "print($wcpu1 - $wcpu0)")" <<'PY'
 import sys
-bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs, kdrops, qdrops = sys.argv[1:]
+bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs, kdrops, qdrops, cpu, wcpu = sys.argv[1:]
 sent, took, window, rows = int(sent), float(took), int(window), int(rows)
 lost = sent - rows
 print(f"| {bin_.split('/')[-1]} | {int(rate):,}/s for {secs} s | {sent/took:,.0f}/s | {sent:,} "
       f"| {window:,} ({window/took:,.0f}/s) | {int(depth):,} of {cap} | {rows:,} "
-      f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {int(kdrops):,} | {int(qdrops):,} | {hwm} MiB | {answered} |")
+      f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {int(kdrops):,} | {int(qdrops):,} | {float(cpu)/took:.2f} | {100*float(wcpu)/took:.0f}% "
+      f"| {hwm} MiB | {answered} |")
 PY
 done
