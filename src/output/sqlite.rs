@@ -1,9 +1,9 @@
 //! Writes events to the database: one thread, one connection, one transaction per batch.
 //! A failing batch is retried (a locked or full disk may recover) before it is counted as failed.
 //! Between batches, and at least once a second when idle, the writer does the bad-actor set's
-//! upkeep (listings whose time is up, a re-evaluation after the rule changed). While events
-//! wait behind the batch in hand, the summaries are written at that upkeep instead of with
-//! every batch.
+//! upkeep (listings whose time is up, a re-evaluation after the rule changed). The summaries
+//! are written with a small batch, and at most every `SUMMARY_LAG` during a stream of big
+//! ones; while events wait behind the batch in hand, at that upkeep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,16 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 /// wherever in them the batch's rows fell: the analytics buckets, `honey`'s tail). Events
 /// wait at most this long in the queue before their transaction starts.
 const BATCH_GAP: Duration = Duration::from_millis(10);
+/// A batch this big is part of a stream: its sightings join the pending ones until those have
+/// waited `SUMMARY_LAG`; a smaller batch writes the summaries with it, so a handful of probes
+/// is in the lookups as soon as it is in `honey`. Once batches hold thousands of distinct
+/// numbers, each write of the summaries changes nearly every page of them (table and list
+/// index) and the commit copies each such page to the WAL: written once per `SUMMARY_LAG`
+/// instead of once a batch, a stream costs a fraction of the bytes.
+const STREAM_BATCH: usize = 256;
+/// The longest a sighting in a stream of big batches waits for the summaries (and lookups)
+/// while the writer keeps up.
+const SUMMARY_LAG: Duration = Duration::from_millis(250);
 
 /// The database output is always on; its file (`-f`) is opened before the outputs are built,
 /// since the API, the peers and the WebHook read it too.
@@ -49,10 +59,7 @@ impl OutputConfig for SqliteConfig {
             .writer
             .take()
             .ok_or_else(|| BuildError::Other("the database writer is already taken".into()))?;
-        Ok(Box::new(OnThread(Database {
-            writer,
-            behind: false,
-        })))
+        Ok(Box::new(OnThread(Database::new(writer))))
     }
 }
 
@@ -61,6 +68,30 @@ struct Database {
     /// Whether events wait behind the batch in hand: then the summaries are written once a
     /// second rather than with every batch (see `Writer::write_batch_behind`).
     behind: bool,
+    /// `SUMMARY_LAG`; shorter or longer in tests.
+    summary_lag: Duration,
+}
+
+impl Database {
+    fn new(writer: Writer) -> Self {
+        Self {
+            writer,
+            behind: false,
+            summary_lag: SUMMARY_LAG,
+        }
+    }
+
+    /// Whether this batch's sightings wait for a later write of the summaries: behind a
+    /// backlog, or in a stream of big batches until the oldest pending has waited
+    /// `SUMMARY_LAG`.
+    fn defer_summaries(&self, batch: usize) -> bool {
+        self.behind
+            || (batch >= STREAM_BATCH
+                && self
+                    .writer
+                    .pending_age()
+                    .is_none_or(|waited| waited < self.summary_lag))
+    }
 }
 
 impl BatchSink for Database {
@@ -68,7 +99,7 @@ impl BatchSink for Database {
         let mut pause = FIRST_RETRY_PAUSE;
         let mut attempt = 1;
         loop {
-            let written = if self.behind {
+            let written = if self.defer_summaries(batch.len()) {
                 self.writer.write_batch_behind(batch)
             } else {
                 self.writer.write_batch(batch)
@@ -107,5 +138,79 @@ impl BatchSink for Database {
         if let Err(error) = self.writer.maintain(crate::actors::now_ms()) {
             tracing::warn!(%error, "Bad-actor upkeep failed; trying again in a second.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    fn probes(n: usize, number: &str) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|_| {
+                let mut e = crate::event::tests::sample();
+                e.uuid = uuid::Uuid::new_v4();
+                e.called_number = number.into();
+                Arc::new(e)
+            })
+            .collect()
+    }
+
+    /// Rows in `honey`, and the summary's count of `number` (`None`: not in the summaries).
+    fn rows_and_summary(conn: &Connection, number: &str) -> (i64, Option<i64>) {
+        conn.query_row(
+            "SELECT (SELECT count(*) FROM honey),
+                    (SELECT seen_count FROM sentrypeer_numbers WHERE called_number = ?1)",
+            [number],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    fn sink(dir: &tempfile::TempDir, lag: Duration) -> (Database, Connection) {
+        let path = dir.path().join("t.db");
+        let writer = crate::store::open(&path).unwrap().writer;
+        let mut db = Database::new(writer);
+        db.summary_lag = lag;
+        (db, Connection::open(&path).unwrap())
+    }
+
+    #[test]
+    fn a_small_batch_is_in_the_summaries_with_its_rows_and_brings_a_stream_s_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, conn) = sink(&dir, Duration::MAX);
+        db.write(&probes(3, "100")).unwrap();
+        assert_eq!(rows_and_summary(&conn, "100"), (3, Some(3)));
+
+        db.write(&probes(STREAM_BATCH, "200")).unwrap();
+        assert_eq!(
+            rows_and_summary(&conn, "200"),
+            (3 + 256, None),
+            "a stream's batch waits"
+        );
+        db.write(&probes(1, "200")).unwrap();
+        assert_eq!(rows_and_summary(&conn, "200"), (3 + 257, Some(257)));
+    }
+
+    #[test]
+    fn a_stream_of_big_batches_writes_the_summaries_once_the_oldest_sighting_has_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every pending sighting has waited long enough: the second batch writes both.
+        let (mut db, conn) = sink(&dir, Duration::ZERO);
+        db.write(&probes(STREAM_BATCH, "300")).unwrap();
+        assert_eq!(rows_and_summary(&conn, "300"), (256, None));
+        db.write(&probes(STREAM_BATCH, "300")).unwrap();
+        assert_eq!(rows_and_summary(&conn, "300"), (512, Some(512)));
+    }
+
+    #[test]
+    fn sightings_a_stream_left_pending_reach_the_summaries_at_the_upkeep() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, conn) = sink(&dir, Duration::MAX);
+        db.write(&probes(STREAM_BATCH, "400")).unwrap();
+        assert_eq!(rows_and_summary(&conn, "400"), (256, None));
+        db.tick();
+        assert_eq!(rows_and_summary(&conn, "400"), (256, Some(256)));
     }
 }

@@ -41,6 +41,8 @@ struct Sightings {
     numbers: BTreeMap<String, Sighting>,
     /// The last `honey` row they count: the summaries' watermark once they are written.
     last_honey_id: Option<i64>,
+    /// When the oldest of them was gathered.
+    since: Option<std::time::Instant>,
 }
 
 impl Sightings {
@@ -64,6 +66,7 @@ impl Sightings {
             }
         }
         self.last_honey_id = later.last_honey_id.or(self.last_honey_id);
+        self.since = self.since.or(later.since);
     }
 }
 
@@ -386,6 +389,11 @@ impl Writer {
         self.write_events(events, true)
     }
 
+    /// How long the oldest sighting not yet in the summaries has waited (`None`: none waits).
+    pub fn pending_age(&self) -> Option<std::time::Duration> {
+        self.pending.since.map(|at| at.elapsed())
+    }
+
     /// Writes the pending summaries now, in a transaction of their own.
     pub fn flush_summaries(&mut self) -> rusqlite::Result<()> {
         if self.pending.last_honey_id.is_none() {
@@ -536,6 +544,7 @@ impl Writer {
                 }
             }
             seen.last_honey_id = Some(honey_id);
+            seen.since = Some(started);
             took[0] = started.elapsed();
             // An address just found to be our own is unlisted after its sightings are written.
             flush = !behind
