@@ -17,6 +17,8 @@
 # - node CPU: the node's CPU time over the send window, in cores (1.00: one core all the time);
 #   writer busy: the database writer thread's share of one core over the window (its headroom
 #   is what is left of 100%);
+# - bytes written per event: what the node wrote (`wchar` in /proc/PID/io: the WAL, checkpoint
+#   copies into the database file, the JSON log) over the window, per row recorded in it;
 # - peak RSS: the node's VmHWM.
 # Loopback only; the generator shares the machine's cores with the node.
 set -euo pipefail
@@ -82,8 +84,8 @@ PY
 health() { curl -s -m 2 "http://$API/health-check"; }
 sqlite_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['outputs']['sqlite']['$1'])"; }
 
-printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | kernel drops | queue drops | node CPU | writer busy | peak RSS | API answered |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| binary | offered | achieved | sent | in window | queue at stop | recorded after drain | lost | kernel drops | queue drops | node CPU | writer busy | written per event | peak RSS | API answered |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for bin in "${bins[@]}"; do
   d=$WORK/node; rm -rf "$d"; mkdir -p "$d"
   port=$(free_port)
@@ -99,9 +101,11 @@ for bin in "${bins[@]}"; do
   count=$((rate * secs))
   rcvbuf0=$(rcvbuf_errors)
   cpu0=$(cpu_secs $NODE_PID); wcpu0=$(cpu_secs $NODE_PID output-sqlite)
+  wchar0=$(awk '/^wchar/ {print $2}' /proc/$NODE_PID/io)
   out=$("$GEN" send --target "127.0.0.1:$port" --transport "$transport" --rate "$rate" --count "$count" \
         --sources 64 --numbers "$numbers" --body-bytes "$body" $junk)
   cpu1=$(cpu_secs $NODE_PID); wcpu1=$(cpu_secs $NODE_PID output-sqlite)
+  wchar1=$(awk '/^wchar/ {print $2}' /proc/$NODE_PID/io)
   window=$(sqlite3 "$d/sentrypeer.db" "SELECT count(*) FROM honey")
   depth=$(health | sqlite_field queue_depth)
   answered=$(cat "$d/poll")
@@ -115,14 +119,14 @@ for bin in "${bins[@]}"; do
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$NODE_PID/status)
   kill -TERM $NODE_PID; wait $NODE_PID 2>/dev/null || true; NODE_PID=
   python3 - "$bin" "$rate" "$sent" "$took" "$window" "$depth" "$capacity" "$rows" "$hwm" "$answered" "$secs" "$kdrops" "$qdrops" \
-    "$(python3 -c "print($cpu1 - $cpu0)")" "$(python3 -c "print($wcpu1 - $wcpu0)")" <<'PY'
+    "$(python3 -c "print($cpu1 - $cpu0)")" "$(python3 -c "print($wcpu1 - $wcpu0)")" "$((wchar1 - wchar0))" <<'PY'
 import sys
-bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs, kdrops, qdrops, cpu, wcpu = sys.argv[1:]
+bin_, rate, sent, took, window, depth, cap, rows, hwm, answered, secs, kdrops, qdrops, cpu, wcpu, wchar = sys.argv[1:]
 sent, took, window, rows = int(sent), float(took), int(window), int(rows)
 lost = sent - rows
 print(f"| {bin_.split('/')[-1]} | {int(rate):,}/s for {secs} s | {sent/took:,.0f}/s | {sent:,} "
       f"| {window:,} ({window/took:,.0f}/s) | {int(depth):,} of {cap} | {rows:,} "
       f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {int(kdrops):,} | {int(qdrops):,} | {float(cpu)/took:.2f} | {100*float(wcpu)/took:.0f}% "
-      f"| {hwm} MiB | {answered} |")
+      f"| {int(wchar)/max(window,1)/1024:,.1f} KiB | {hwm} MiB | {answered} |")
 PY
 done
