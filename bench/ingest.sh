@@ -127,6 +127,6 @@ lost = sent - rows
 print(f"| {bin_.split('/')[-1]} | {int(rate):,}/s for {secs} s | {sent/took:,.0f}/s | {sent:,} "
       f"| {window:,} ({window/took:,.0f}/s) | {int(depth):,} of {cap} | {rows:,} "
       f"| {lost:,} ({100*lost/max(sent,1):.2f}%) | {int(kdrops):,} | {int(qdrops):,} | {float(cpu)/took:.2f} | {100*float(wcpu)/took:.0f}% "
-      f"| {int(wchar)/max(window,1)/1024:,.1f} KiB | {hwm} MiB | {answered} |")
+      f"| {f'{int(wchar)/window/1024:,.1f} KiB' if window else '-'} | {hwm} MiB | {answered} |")
 PY
 done
