@@ -189,6 +189,12 @@ pub trait BatchSink: Send + 'static {
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }
+    /// Work put off while events kept coming (the database's summaries), due this soon if no
+    /// batch comes first; then [`BatchSink::catch_up`] is called. Only for a sink with a tick.
+    fn due_in(&self) -> Option<Duration> {
+        None
+    }
+    fn catch_up(&mut self) {}
 }
 
 /// A [`BatchSink`] as an [`Output`]: run on its own thread.
@@ -220,9 +226,15 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
                 let got = match every {
                     None => queue.blocking_recv_many(&mut batch, max_batch),
                     Some(every) => {
-                        let wait = every.saturating_sub(last_tick.elapsed());
+                        let tick_in = every.saturating_sub(last_tick.elapsed());
+                        let due = sink.due_in().filter(|due| *due < tick_in);
+                        let wait = due.unwrap_or(tick_in);
                         match queue.blocking_recv_many_for(&runtime, &mut batch, max_batch, wait) {
                             Some(n) => n,
+                            None if due.is_some() => {
+                                sink.catch_up();
+                                continue;
+                            }
                             None => {
                                 sink.tick();
                                 last_tick = std::time::Instant::now();
@@ -293,6 +305,56 @@ mod tests {
         fn batch_gap(&self) -> Duration {
             self.1
         }
+    }
+
+    /// Puts off work with each batch, due at once; tells the test when it catches up.
+    struct PutsOff {
+        owed: bool,
+        caught_up: std::sync::mpsc::Sender<()>,
+    }
+
+    impl BatchSink for PutsOff {
+        fn write(&mut self, _: &[Arc<Event>]) -> Result<(), String> {
+            self.owed = true;
+            Ok(())
+        }
+        fn tick_every(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+        fn due_in(&self) -> Option<Duration> {
+            self.owed.then_some(Duration::ZERO)
+        }
+        fn catch_up(&mut self) {
+            self.owed = false;
+            self.caught_up.send(()).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_put_off_is_done_when_due_though_no_batch_and_no_tick_comes() {
+        let mut b = crate::pipeline::PipelineBuilder::default();
+        let queue = b.output("puts-off", 100);
+        let (pipeline, _) = b.build();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = PutsOff {
+            owed: false,
+            caught_up: tx,
+        };
+        let running = spawn_thread(queue, sink).unwrap();
+        pipeline.publish(crate::event::tests::sample());
+        // The tick is an hour away: only the work's own deadline wakes the output.
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "once done, it is not done again without a batch"
+        );
+        drop(pipeline);
+        let Running::Thread(thread) = running else {
+            panic!("a thread output")
+        };
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,8 @@ const BATCH_GAP: Duration = Duration::from_millis(10);
 /// instead of once a batch, a stream costs a fraction of the bytes.
 const STREAM_BATCH: usize = 256;
 /// The longest a sighting in a stream of big batches waits for the summaries (and lookups)
-/// while the writer keeps up.
+/// while the writer keeps up: the next batch writes them, or the output wakes for them when
+/// the stream has stopped (`BatchSink::due_in`).
 const SUMMARY_LAG: Duration = Duration::from_millis(250);
 
 /// The database output is always on; its file (`-f`) is opened before the outputs are built,
@@ -70,6 +71,8 @@ struct Database {
     behind: bool,
     /// `SUMMARY_LAG`; shorter or longer in tests.
     summary_lag: Duration,
+    /// Writing the deferred summaries failed: left to the next upkeep, which retries.
+    catch_up_failed: bool,
 }
 
 impl Database {
@@ -78,6 +81,7 @@ impl Database {
             writer,
             behind: false,
             summary_lag: SUMMARY_LAG,
+            catch_up_failed: false,
         }
     }
 
@@ -135,8 +139,27 @@ impl BatchSink for Database {
     }
 
     fn tick(&mut self) {
+        self.catch_up_failed = false;
         if let Err(error) = self.writer.maintain(crate::actors::now_ms()) {
             tracing::warn!(%error, "Bad-actor upkeep failed; trying again in a second.");
+        }
+    }
+
+    /// A stream that stops leaves its last sightings pending: they are written once the
+    /// oldest has waited `SUMMARY_LAG`, not at the next upkeep. Behind a backlog, at the
+    /// upkeep as before (batches keep coming then).
+    fn due_in(&self) -> Option<Duration> {
+        if self.catch_up_failed {
+            return None;
+        }
+        let waited = self.writer.pending_age()?;
+        Some(self.summary_lag.saturating_sub(waited))
+    }
+
+    fn catch_up(&mut self) {
+        if let Err(error) = self.writer.flush_summaries() {
+            tracing::warn!(%error, "Writing the summaries failed; trying again at the upkeep.");
+            self.catch_up_failed = true;
         }
     }
 }
@@ -212,5 +235,18 @@ mod tests {
         assert_eq!(rows_and_summary(&conn, "400"), (256, None));
         db.tick();
         assert_eq!(rows_and_summary(&conn, "400"), (256, Some(256)));
+    }
+
+    #[test]
+    fn sightings_a_stream_left_pending_are_due_within_the_lag_and_written_by_catching_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, conn) = sink(&dir, Duration::from_secs(3600));
+        assert_eq!(db.due_in(), None, "nothing pending");
+        db.write(&probes(STREAM_BATCH, "500")).unwrap();
+        let due = db.due_in().expect("pending sightings are due");
+        assert!(due > Duration::from_secs(3500) && due <= Duration::from_secs(3600));
+        db.catch_up();
+        assert_eq!(rows_and_summary(&conn, "500"), (256, Some(256)));
+        assert_eq!(db.due_in(), None);
     }
 }

@@ -40,9 +40,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITER_CACHE_KIB: i64 = 12 * 1024;
 /// The page size of a database file this node creates. A summary's write changes rows at
 /// random places in tables bigger than the page cache, and the WAL takes a changed page as two
-/// writes (frame header and page): 16 KiB pages make a quarter as many frames for the same
-/// bytes, and the writer takes 15-25% more events a second than with SQLite's 4 KiB (`cargo
-/// bench --bench store`, `bench/RESULTS.md`).
+/// writes (frame header and page): 16 KiB pages make a quarter as many frames per write of the
+/// summaries (not fewer bytes: a page one row dirties is 16 KiB), and the writer takes 15-25%
+/// more events a second than with SQLite's 4 KiB (`cargo bench --bench store`,
+/// `bench/RESULTS.md`).
 const PAGE_SIZE: i64 = 16 * 1024;
 /// How much of the database file a reader maps into memory: lookups of summaries larger than a
 /// reader's page cache then read pages from the kernel's cache without a `pread` each (the WAL

@@ -378,13 +378,14 @@ impl Writer {
         self.write_events(events, false)
     }
 
-    /// Writes the batch as [`Writer::write_batch`] does, while more events wait behind it: the
-    /// summaries and facts are gathered and written later, at the next batch with nothing
-    /// behind it, the next upkeep tick (once a second) or when `MAX_PENDING_KEYS` actors are
-    /// pending. In a flood of distinct numbers every page of the summaries changes in every
-    /// transaction, so writing them once a second instead of once a batch is most of the
-    /// writer's work saved. Lookups lag by at most that second. The watermark moves only with
-    /// the summaries: after a crash, opening the file folds the rows they missed back in.
+    /// Writes the batch as [`Writer::write_batch`] does, but the summaries and facts are
+    /// gathered and written later (while more events wait behind it, or in a stream: the
+    /// database output decides): with a later [`Writer::write_batch`], at the upkeep
+    /// ([`Writer::maintain`]), by [`Writer::flush_summaries`], or when `MAX_PENDING_KEYS`
+    /// actors are pending. In a flood of distinct numbers every page of the summaries changes
+    /// in every write of them, so writing them once for many batches is most of the writer's
+    /// work saved; lookups lag by that long. The watermark moves only with the summaries: after
+    /// a crash, opening the file folds the rows they missed back in.
     pub fn write_batch_behind(&mut self, events: &[Arc<Event>]) -> rusqlite::Result<()> {
         self.write_events(events, true)
     }
