@@ -220,14 +220,25 @@ impl Node {
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
-    /// Waits until `SELECT count(*) FROM honey` reaches `n`.
+    /// Waits until `SELECT count(*) FROM honey` reaches `n` and the summaries count every row
+    /// (lookups, lists and the bad-actor set see them: under a stream of big batches they are
+    /// written up to 250 ms after the rows).
     pub fn wait_rows(&self, n: i64) -> i64 {
         let mut last = 0;
+        let mut summarised = true;
         let ok = poll(DEFAULT_WAIT, || {
             last = self.count("SELECT count(*) FROM honey");
-            last >= n
+            summarised = self.count(
+                "SELECT coalesce((SELECT max(honey_id) FROM honey), 0)
+                   <= coalesce((SELECT last_honey_id FROM sentrypeer_summary_state), 0)",
+            ) == 1;
+            last >= n && summarised
         });
-        assert!(ok, "expected {n} rows, have {last}\n{}", self.log_text());
+        assert!(
+            ok,
+            "expected {n} rows and their summaries, have {last} rows (summarised: {summarised})\n{}",
+            self.log_text()
+        );
         last
     }
 
