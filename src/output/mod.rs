@@ -295,6 +295,16 @@ pub fn spawn_thread<S: BatchSink>(mut queue: OutputQueue, mut sink: S) -> std::i
 mod tests {
     use super::*;
 
+    /// Waits for a thread output to drain and end (its pipeline dropped).
+    async fn joined(running: Running) {
+        let Running::Thread(thread) = running else {
+            panic!("a thread output")
+        };
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+
     /// Hands the size of each batch it is given to the test.
     struct Sizes(std::sync::mpsc::Sender<usize>, Duration);
 
@@ -349,12 +359,7 @@ mod tests {
             "once done, it is not done again without a batch"
         );
         drop(pipeline);
-        let Running::Thread(thread) = running else {
-            panic!("a thread output")
-        };
-        tokio::task::spawn_blocking(move || thread.join().unwrap())
-            .await
-            .unwrap();
+        joined(running).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,11 +384,6 @@ mod tests {
         }
         assert_eq!(next(), 3, "the next three wait for the gap and go together");
         drop(pipeline);
-        let Running::Thread(thread) = running else {
-            panic!("a thread output")
-        };
-        tokio::task::spawn_blocking(move || thread.join().unwrap())
-            .await
-            .unwrap();
+        joined(running).await;
     }
 }

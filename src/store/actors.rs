@@ -380,15 +380,17 @@ impl ActorWriter {
     ) -> rusqlite::Result<()> {
         let kind = stmts.kind;
         let is_excluded = excluded(kind, key, rules);
-        let updated = stmts.update.execute(params![
-            key,
+        // The update's parameters; the insert's are the same and the verdict.
+        let sighting: [&dyn rusqlite::ToSql; 7] = [
+            &key,
             &s.ts,
-            s.count,
-            s.first_ms,
-            s.last_ms,
-            s.local_ms,
-            is_excluded,
-        ])? > 0;
+            &s.count,
+            &s.first_ms,
+            &s.last_ms,
+            &s.local_ms,
+            &is_excluded,
+        ];
+        let updated = stmts.update.execute(&sighting[..])? > 0;
         let (local, mut corroborated, announced) = if updated {
             stmts
                 .facts
@@ -401,17 +403,10 @@ impl ActorWriter {
                 corroborated_ms: None,
             });
             let seq = if until.is_some() { self.next_seq() } else { 0 };
-            stmts.insert.execute(params![
-                key,
-                &s.ts,
-                s.count,
-                s.first_ms,
-                s.last_ms,
-                s.local_ms,
-                is_excluded,
-                until,
-                seq
-            ])?;
+            let verdict: [&dyn rusqlite::ToSql; 2] = [&until, &seq];
+            stmts
+                .insert
+                .execute(rusqlite::params_from_iter(sighting.iter().chain(&verdict)))?;
             if s.authors.is_empty() {
                 return Ok(());
             }
