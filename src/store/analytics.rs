@@ -333,30 +333,24 @@ impl Aggregator {
                     });
             }
         }
-        let mut batch: HashMap<(Grain, Dim, i64, &str), Agg> =
-            HashMap::with_capacity(minutes.len() * GRAINS.len());
+        // Each minute's figures go into its bucket of every grain, where each distinct value is
+        // admitted under the bucket's cap or folded into OTHER. A value seen in several minutes
+        // of one hour is asked for again: `admit` answers the same for a value it has admitted.
+        let mut admitted: HashMap<(Grain, Dim, i64, &str), Agg> =
+            HashMap::with_capacity(minutes.len());
         for ((dim, minute, value), a) in minutes {
             for grain in GRAINS {
                 let bucket = (minute * Grain::Minute.ms()).div_euclid(grain.ms());
-                batch
+                let value = if self.admit(tx, grain, dim, bucket, value)? {
+                    value
+                } else {
+                    OTHER
+                };
+                admitted
                     .entry((grain, dim, bucket, value))
                     .and_modify(|b| b.merge(&a))
                     .or_insert(a);
             }
-        }
-        // Each distinct value is admitted under the bucket's cap, or folded into OTHER.
-        let mut admitted: HashMap<(Grain, Dim, i64, &str), Agg> =
-            HashMap::with_capacity(batch.len());
-        for ((grain, dim, bucket, value), a) in batch {
-            let value = if self.admit(tx, grain, dim, bucket, value)? {
-                value
-            } else {
-                OTHER
-            };
-            admitted
-                .entry((grain, dim, bucket, value))
-                .and_modify(|b| b.merge(&a))
-                .or_insert(a);
         }
         for ((grain, dim, bucket, value), a) in &admitted {
             tx.prepare_cached(grain.upsert_sql())?.execute(params![
