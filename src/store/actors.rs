@@ -79,17 +79,21 @@ macro_rules! update_sql {
         )
     };
 }
-/// A new actor, with its verdict.
+/// A new actor, with its verdict (and, for a called value, whether it is a dialled number:
+/// `store::numbers`).
 macro_rules! insert_sql {
-    ($t:literal, $col:literal) => {
+    ($t:literal, $col:literal, $more_cols:literal, $more_values:literal) => {
         concat!(
             "INSERT INTO ",
             $t,
             " (",
             $col,
             ", seen_last, seen_count, first_seen_ms, last_seen_ms,
-               local_last_ms, excluded, announced_until_ms, change_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+               local_last_ms, excluded, announced_until_ms, change_seq",
+            $more_cols,
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9",
+            $more_values,
+            ")"
         )
     };
 }
@@ -109,12 +113,12 @@ macro_rules! facts_sql {
 /// without formatting.
 const IP_SQL: [&str; 3] = [
     update_sql!("sentrypeer_ip_addresses", "ip_address"),
-    insert_sql!("sentrypeer_ip_addresses", "ip_address"),
+    insert_sql!("sentrypeer_ip_addresses", "ip_address", "", ""),
     facts_sql!("sentrypeer_ip_addresses", "ip_address"),
 ];
 const NUMBER_SQL: [&str; 3] = [
     update_sql!("sentrypeer_numbers", "called_number"),
-    insert_sql!("sentrypeer_numbers", "called_number"),
+    insert_sql!("sentrypeer_numbers", "called_number", ", dialled", ", ?10"),
     facts_sql!("sentrypeer_numbers", "called_number"),
 ];
 
@@ -403,10 +407,15 @@ impl ActorWriter {
                 corroborated_ms: None,
             });
             let seq = if until.is_some() { self.next_seq() } else { 0 };
-            let verdict: [&dyn rusqlite::ToSql; 2] = [&until, &seq];
+            let dialled = kind == Kind::Number && crate::actors::is_dialled_number(key);
+            let verdict: [&dyn rusqlite::ToSql; 3] = [&until, &seq, &dialled];
+            let verdict = match kind {
+                Kind::Ip => &verdict[..2],
+                Kind::Number => &verdict[..],
+            };
             stmts
                 .insert
-                .execute(rusqlite::params_from_iter(sighting.iter().chain(&verdict)))?;
+                .execute(rusqlite::params_from_iter(sighting.iter().chain(verdict)))?;
             if s.authors.is_empty() {
                 return Ok(());
             }

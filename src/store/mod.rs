@@ -336,11 +336,16 @@ fn catch_up_summaries(conn: &Connection) -> Result<u64, StoreError> {
         [watermark, max_id],
     )?;
     tx.execute(
-        "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count)
-         SELECT called_number, max(coalesce(event_timestamp, '')), count(*) FROM honey
-           WHERE honey_id > ?1 AND honey_id <= ?2 AND called_number IS NOT NULL GROUP BY called_number
-         ON CONFLICT(called_number) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
-           seen_count = seen_count + excluded.seen_count",
+        concat!(
+            "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, dialled)
+             SELECT called_number, max(coalesce(event_timestamp, '')), count(*), ",
+            numbers::dialled_sql!("called_number"),
+            " FROM honey
+               WHERE honey_id > ?1 AND honey_id <= ?2 AND called_number IS NOT NULL
+               GROUP BY called_number
+             ON CONFLICT(called_number) DO UPDATE SET seen_last = max(seen_last, excluded.seen_last),
+               seen_count = seen_count + excluded.seen_count"
+        ),
         [watermark, max_id],
     )?;
     actors::backfill(&tx, Some(folded_from))?;

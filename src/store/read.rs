@@ -6,8 +6,6 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
-use super::numbers::dialled_sql;
-
 /// Rows read per page of a streamed list.
 const LIST_PAGE_ROWS: i64 = 2000;
 /// Idle read connections kept for reuse; more are opened under load and closed afterwards.
@@ -31,30 +29,34 @@ pub enum ListKind {
 /// `store::numbers`), so a value seen again updates one list index, not two. `?all=true`
 /// reads both, merged newest first by SQLite (each half already in order: no sorting).
 fn called_values_sql(recent: &str) -> (String, String, String) {
-    let dialled = dialled_sql!("called_number");
     let half = |which: &str, cursor: &str| {
         format!(
             "SELECT called_number, seen_last, seen_count FROM sentrypeer_numbers
-             WHERE {which}{dialled} AND {recent}{cursor}"
+             WHERE {which} AND {recent}{cursor}"
         )
     };
     let count = |which: &str| {
-        format!("(SELECT count(*) FROM sentrypeer_numbers WHERE {which}{dialled} AND {recent})")
+        format!("(SELECT count(*) FROM sentrypeer_numbers WHERE {which} AND {recent})")
     };
     let both = |cursor: &str| {
         format!(
             "{} UNION ALL {} ORDER BY seen_last DESC, called_number DESC LIMIT :limit",
-            half("", cursor),
-            half("NOT ", cursor)
+            half(DIALLED, cursor),
+            half(OTHER, cursor)
         )
     };
     const CURSOR: &str = " AND (seen_last, called_number) < (:last, :key)";
     (
-        format!("SELECT {} + {}", count(""), count("NOT ")),
+        format!("SELECT {} + {}", count(DIALLED), count(OTHER)),
         both(""),
         both(CURSOR),
     )
 }
+
+/// The rules of the two partial indexes of called values (`store::numbers`), as a query must
+/// say them for SQLite to read the index.
+const DIALLED: &str = "dialled = 1";
+const OTHER: &str = "dialled = 0";
 
 impl ListKind {
     /// (count, first page, next page after a `(seen_last, key)` cursor), newest first, of the
@@ -75,10 +77,7 @@ impl ListKind {
             ListKind::Numbers => (
                 "sentrypeer_numbers",
                 "called_number",
-                format!(
-                    "{} AND {RECENT} AND excluded = 0",
-                    dialled_sql!("called_number")
-                ),
+                format!("{DIALLED} AND {RECENT} AND excluded = 0"),
             ),
             ListKind::CalledValues => return called_values_sql(RECENT),
             ListKind::Usernames => (
@@ -300,8 +299,9 @@ mod tests {
             .unwrap()
             .execute(
                 "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
-                 INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, local_last_ms)
-                 SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i, i
+                 INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, local_last_ms,
+                   dialled)
+                 SELECT printf('%06d', i), printf('2026-11-23 10:%02d:%02d.000000000', i / 60 % 60, i % 60), i, i, 1
                  FROM k WHERE ?1 > 0",
                 [n],
             )
@@ -350,7 +350,7 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             tx.execute(
                 "INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, local_last_ms,
-                   excluded) VALUES (?1, printf('2026-11-23 %09d', ?2), 1, 1, ?3)",
+                   excluded, dialled) VALUES (?1, printf('2026-11-23 %09d', ?2), 1, 1, ?3, NOT ?3)",
                 rusqlite::params![
                     v,
                     1_000_000 - i as i64,
@@ -449,9 +449,9 @@ mod tests {
                 .collect()
         };
         for (kind, index) in [
-            (ListKind::Numbers, "sentrypeer_numbers_dialled_listed"),
-            (ListKind::CalledValues, "sentrypeer_numbers_dialled_listed"),
-            (ListKind::CalledValues, "sentrypeer_numbers_other_listed"),
+            (ListKind::Numbers, "sentrypeer_numbers_listed_dialled"),
+            (ListKind::CalledValues, "sentrypeer_numbers_listed_dialled"),
+            (ListKind::CalledValues, "sentrypeer_numbers_listed_other"),
             (ListKind::IpAddresses, "sentrypeer_ip_addresses_listed"),
         ] {
             let (count, ..) = kind.sql();
@@ -468,8 +468,8 @@ mod tests {
         for (sql, params) in [(first, 2), (next, 4)] {
             let plan = plan_of(&sql, params);
             for index in [
-                "sentrypeer_numbers_dialled_listed",
-                "sentrypeer_numbers_other_listed",
+                "sentrypeer_numbers_listed_dialled",
+                "sentrypeer_numbers_listed_other",
             ] {
                 assert!(
                     plan.iter().any(|step| step.contains(index)),
@@ -496,7 +496,7 @@ mod tests {
                 .collect();
             assert!(
                 plan.iter()
-                    .any(|step| step.contains("INDEX sentrypeer_numbers_dialled")),
+                    .any(|step| step.contains("INDEX sentrypeer_numbers_listed_dialled")),
                 "{sql}: {plan:?}"
             );
         }

@@ -187,9 +187,9 @@ fn list_readers_beyond_four_per_source_or_sixteen_in_all_get_503_while_lookups_a
     db.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
              INSERT INTO sentrypeer_numbers (called_number, seen_last, seen_count, first_seen_ms,
-               last_seen_ms, local_last_ms, announced_until_ms, change_seq)
+               last_seen_ms, local_last_ms, announced_until_ms, change_seq, dialled)
              SELECT printf('9%09d', i), '2026-11-23 10:00:00.000000000', 1, now, now, now,
-               now + 86400000, i
+               now + 86400000, i, 1
              FROM n, (SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now)",
     )
     .unwrap();
