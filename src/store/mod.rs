@@ -189,7 +189,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
     // In WAL, NORMAL loses nothing on a process crash, only possibly the last commits on power loss.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // After a checkpoint resets it, the WAL file is cut back to this size.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEPT_BYTES)?;
     // The indexes take inserts at random places (event UUIDs, numbers); a page cache that holds
     // their hot pages keeps a batch from re-reading them. SQLite grows it only as used.
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
