@@ -32,6 +32,8 @@ pub struct Writer {
     retention: Option<std::time::Duration>,
     /// Sightings the summaries have not been told yet (see [`Writer::write_batch_behind`]).
     pending: Sightings,
+    /// The maps a batch gathers its sightings in, kept empty between batches.
+    batch: Sightings,
     /// Declared last: dropped after the connection, it runs the final checkpoint.
     checkpointer: super::checkpoint::Checkpointer,
 }
@@ -59,13 +61,13 @@ impl Sightings {
         self.ips.len() + self.numbers.len()
     }
 
-    /// Takes in a later batch's sightings.
-    fn absorb(&mut self, later: Sightings) {
+    /// Takes in a later batch's sightings, leaving its maps empty (with their room).
+    fn absorb(&mut self, later: &mut Sightings) {
         for (mine, theirs) in [
-            (&mut self.ips, later.ips),
-            (&mut self.numbers, later.numbers),
+            (&mut self.ips, &mut later.ips),
+            (&mut self.numbers, &mut later.numbers),
         ] {
-            for (key, s) in theirs {
+            for (key, s) in theirs.drain() {
                 match mine.entry(key) {
                     Entry::Occupied(o) => o.into_mut().merge(&s),
                     Entry::Vacant(v) => {
@@ -74,8 +76,8 @@ impl Sightings {
                 }
             }
         }
-        self.last_honey_id = later.last_honey_id.or(self.last_honey_id);
-        self.since = self.since.or(later.since);
+        self.last_honey_id = later.last_honey_id.take().or(self.last_honey_id);
+        self.since = self.since.or(later.since.take());
     }
 
     /// Forgets them all, keeping the maps' room for the next ones.
@@ -87,12 +89,14 @@ impl Sightings {
     }
 }
 
-/// The most actors the pending sightings hold (a few hundred bytes each: about 8 MB) before
+/// The most actors the pending sightings hold (a few hundred bytes each: about 7 MB) before
 /// they are written whatever the backlog: bounds their memory in a flood of distinct numbers.
 /// With many distinct numbers, each write of the summaries changes nearly every page of them,
-/// so it costs about the same for 16,000 actors as for 32,000: fewer, bigger writes are the
-/// saving, within the memory target.
-const MAX_PENDING_KEYS: usize = 32_768;
+/// so it costs about the same for 16,000 actors as for 28,000: fewer, bigger writes are the
+/// saving, within the memory target. 7/8 of 32,768: a hash map grows (doubles its table) when
+/// it is 7/8 full, so either kind's map fits a table of 32,768 slots; 32,768 keys doubled the
+/// numbers' table, 4 MB more at a flood's peak.
+const MAX_PENDING_KEYS: usize = 28_672;
 
 /// Adds one event to an actor's sighting, copying its key only when it is new.
 fn sight(map: &mut ByKey, key: &str, ts: &str, ms: i64, author: Option<&str>) {
@@ -254,6 +258,7 @@ impl Writer {
             retention: None,
             allow_generation: 0,
             pending: Sightings::default(),
+            batch: Sightings::default(),
             checkpointer,
         };
         super::mark_writer_alive(&w.conn, Some(crate::actors::now_ms()))?;
@@ -439,12 +444,14 @@ impl Writer {
     }
 
     /// After a batch committed: its sightings were written with the pending ones, or join them.
-    fn written(&mut self, seen: Sightings, flushed: bool) {
+    fn written(&mut self, mut seen: Sightings, flushed: bool) {
         if flushed {
             self.pending.clear();
+            seen.clear();
         } else {
-            self.pending.absorb(seen);
+            self.pending.absorb(&mut seen);
         }
+        self.batch = seen;
     }
 
     fn write_events(&mut self, events: &[Arc<Event>], behind: bool) -> rusqlite::Result<()> {
@@ -455,7 +462,11 @@ impl Writer {
         let mut usernames: BTreeMap<&str, (&str, i64, i64)> = BTreeMap::new();
         let mut new_own = Vec::new();
         let mut probes = Vec::with_capacity(events.len());
-        let mut seen = Sightings::default();
+        // The last batch's maps, empty: a batch's map grown anew each time (doubling, each
+        // table copied into the next) left the allocator's heap fragmented, 5 MB more at a
+        // flood's peak.
+        let mut seen = std::mem::take(&mut self.batch);
+        seen.clear();
         let started = std::time::Instant::now();
         let mut took = [std::time::Duration::ZERO; 3];
         let tx = self.conn.transaction()?;
