@@ -75,7 +75,14 @@ pub(super) fn create_index(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column {
         conn.execute_batch("ALTER TABLE sentrypeer_numbers ADD COLUMN dialled INTEGER")?;
     }
-    conn.execute_batch(CLASSIFY)?;
+    // Read first: beside a running node (`sentrypeer export`), an update that finds nothing to
+    // set would still hold the write lock for its scan.
+    let unset = conn
+        .prepare("SELECT 1 FROM sentrypeer_numbers WHERE dialled IS NULL LIMIT 1")?
+        .exists([])?;
+    if unset {
+        conn.execute_batch(CLASSIFY)?;
+    }
     conn.execute_batch(INDEX)
 }
 
