@@ -30,7 +30,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// disk, which with the batch behind it was more than the database queue's half second at
 /// 50,000 probes/s. At 64 MiB that was one and a half times a second in such a stream (the
 /// summaries rewrite their pages four times a second); a bound four times larger makes them
-/// four times rarer, for a WAL file that may reach this size before it is cut back.
+/// four times rarer, for a WAL file that may reach this size (kept at it: `WAL_KEPT_BYTES`).
 const WAL_RESTART_BYTES: i64 = 256 * 1024 * 1024;
 /// The size the WAL file is cut back to when it starts over (`journal_size_limit`): above
 /// what it reaches in a flood before the writer starts it over, so that a flood never
